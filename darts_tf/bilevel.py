@@ -1,0 +1,246 @@
+"""The bilevel architecture search step shared by the CNN and RNN search networks (paper sect. 2.3).
+
+``BilevelSearchModel.train_step`` takes ``{'train': batch, 'validation': batch}`` (the tunas
+``_merge_datasets`` layout) and does, in order:
+
+1. the architecture step on the validation batch: alpha <- Adam(grad_alpha L_val + wd_alpha * alpha),
+   where grad_alpha is one of
+     * ``first_order``: grad_alpha L_val(w, alpha)  (xi = 0, eq. 5 with xi = 0);
+     * ``second_order_exact``: grad_alpha L_val(w', alpha) with w' = w - xi * (momentum * buf + grad_w L_train + wd * w)
+       differentiated *through* w' by nested ``tf.GradientTape`` (eq. 6 exactly, Hessian term included); the network
+       is evaluated at w' with Keras 3 ``stateless_call``, no variable is mutated;
+     * ``second_order_fd``: eq. 7-8, the Hessian-vector product by a central finite difference with
+       eps = 0.01 / ||grad_w' L_val(w', alpha)||.
+2. the weight step on the train batch: w <- SGD-momentum(clip(grad_w L_train) + wd * w).
+
+Weight decay is added to the gradient (PyTorch semantics, as the reference) rather than decoupled.
+Subclasses provide the network (``call``), ``arch_variables`` and how a batch becomes inputs and a loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+
+ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")
+TRAIN, VALIDATION = "train", "validation"
+
+
+def check_arch_mode(mode: str) -> str:
+    if mode not in ARCH_MODES:
+        raise ValueError(f"Unknown architecture-gradient mode {mode!r}. Known: {', '.join(ARCH_MODES)}.")
+    return mode
+
+
+def _zeros_for_none(grads, variables):
+    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+
+
+class BilevelSearchModel(keras.Model):
+    """A supernet whose trainable variables are the weights w plus the architecture variables alpha.
+
+    Subclasses must create their alphas with ``add_weight(trainable=True)``, list them in ``arch_variables``, and
+    may override ``search_inputs``, ``search_loss``, ``search_accuracy`` and ``update_stream_state``.
+    Use ``compile(optimizer=<weights' SGD>, arch_optimizer=<alphas' Adam>)``; the model must be built first.
+    """
+
+    def __init__(self, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 3e-4,
+                 arch_weight_decay: float = 1e-3, grad_clip: float = 5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.arch_mode = check_arch_mode(arch_mode)
+        if xi is not None and xi < 0:
+            raise ValueError(f"xi must be >= 0 (the unrolled step size). Received: xi={xi}")
+        self.xi = xi
+        self.weight_decay = float(weight_decay)
+        self.arch_weight_decay = float(arch_weight_decay)
+        self.grad_clip = grad_clip
+        self.arch_optimizer = None
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.val_loss_tracker = keras.metrics.Mean(name="val_loss")
+        self.acc_tracker = keras.metrics.Mean(name="accuracy")
+        self.val_acc_tracker = keras.metrics.Mean(name="val_accuracy")
+
+    # ----------------------------------------------------------------- to override
+    @property
+    def arch_variables(self) -> List[keras.Variable]:
+        raise NotImplementedError
+
+    def search_inputs(self, batch, stream: str):
+        """What ``call`` takes for this batch (default: the images of an (x, y) pair)."""
+        return batch[0]
+
+    def search_loss(self, batch, outputs, stream: str):
+        """Scalar loss for this batch given the network outputs (default: softmax cross-entropy on logits)."""
+        loss = keras.losses.sparse_categorical_crossentropy(batch[1], outputs, from_logits=True)
+        return tf.reduce_mean(tf.cast(loss, tf.float32))
+
+    def search_accuracy(self, batch, outputs):
+        """A per-batch accuracy to report, or None."""
+        pred = tf.argmax(outputs, axis=-1, output_type=tf.int64)
+        return tf.reduce_mean(tf.cast(tf.equal(pred, tf.cast(batch[1], tf.int64)), tf.float32))
+
+    def update_stream_state(self, outputs, stream: str) -> None:
+        """Carries state across batches of one stream (the RNN's hidden state); nothing by default."""
+
+    # ----------------------------------------------------------------- variables and optimizers
+    @property
+    def weight_variables(self) -> List[keras.Variable]:
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def compile(self, optimizer=None, arch_optimizer=None, **kwargs):
+        if not self.built:
+            raise ValueError("Build the search network (call it on a batch) before compile(); the optimizers are built "
+                             "for its weight and architecture variables.")
+        if optimizer is None or arch_optimizer is None:
+            raise ValueError("compile() needs optimizer= (for the weights w) and arch_optimizer= (for alpha).")
+        super().compile(optimizer=optimizer, **kwargs)
+        self.arch_optimizer = arch_optimizer
+        self.optimizer.build(self.weight_variables)
+        self.arch_optimizer.build(self.arch_variables)
+        trainable = self.trainable_variables
+        arch = {id(v) for v in self.arch_variables}
+        self._arch_positions = [i for i, v in enumerate(trainable) if id(v) in arch]
+        self._weight_positions = [i for i, v in enumerate(trainable) if id(v) not in arch]
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.acc_tracker, self.val_loss_tracker, self.val_acc_tracker]
+
+    def current_learning_rate(self):
+        return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+    def _momentum_terms(self, weights) -> List[Any]:
+        """momentum * buf in w's units: Keras SGD keeps m = momentum*m - lr*g and steps w += m."""
+        momentum = float(getattr(self.optimizer, "momentum", 0.0) or 0.0)
+        if momentum == 0.0 or not getattr(self.optimizer, "momentums", None):
+            return [tf.zeros_like(w) for w in weights]
+        return [momentum * tf.cast(m.value, w.dtype) for m, w in zip(self.optimizer.momentums, weights)]
+
+    # ----------------------------------------------------------------- the network at other weights
+    def _values(self, weight_values: Sequence[tf.Tensor], arch_values: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+        values: List[Any] = [None] * (len(weight_values) + len(arch_values))
+        for i, v in zip(self._weight_positions, weight_values):
+            values[i] = v
+        for i, v in zip(self._arch_positions, arch_values):
+            values[i] = v
+        return values
+
+    def loss_at(self, weight_values, arch_values, batch, stream: str) -> Tuple[tf.Tensor, Any]:
+        """L(w, alpha) on `batch` for the given values, through ``stateless_call`` (no variable changes)."""
+        non_trainable = [v.value for v in self.non_trainable_variables]
+        outputs, _ = self.stateless_call(self._values(weight_values, arch_values), non_trainable,
+                                         self.search_inputs(batch, stream), training=True)
+        return self.search_loss(batch, outputs, stream), outputs
+
+    def unrolled_weights(self, weights, grads, xi) -> List[tf.Tensor]:
+        """w' = w - xi * (momentum * buf + grad + wd * w): one virtual step of the weight optimizer (eq. 6)."""
+        return [w + m - xi * (g + self.weight_decay * w) for w, g, m in zip(weights, grads, self._momentum_terms(weights))]
+
+    # ----------------------------------------------------------------- the architecture gradient
+    def unrolled_alpha_gradient(self, train_batch, val_batch, mode: Optional[str] = None,
+                                xi: Optional[tf.Tensor] = None) -> Tuple[List[tf.Tensor], tf.Tensor, Any]:
+        """grad_alpha of the validation loss for `mode`; returns (grads, L_val, validation outputs)."""
+        mode = check_arch_mode(mode or self.arch_mode)
+        arch = [a.value for a in self.arch_variables]
+        if mode == "first_order":
+            with tf.GradientTape() as tape:
+                tape.watch(arch)
+                outputs = self(self.search_inputs(val_batch, VALIDATION), training=True)
+                loss = self.search_loss(val_batch, outputs, VALIDATION)
+            grads = tape.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return grads, loss, outputs
+
+        if xi is None:
+            xi = self.current_learning_rate() if self.xi is None else tf.constant(self.xi, tf.float32)
+        weights = [w.value for w in self.weight_variables]
+        if mode == "second_order_exact":
+            with tf.GradientTape() as outer:
+                outer.watch(arch)
+                with tf.GradientTape() as inner:
+                    inner.watch(weights)
+                    train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
+                g = inner.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                w_prime = self.unrolled_weights(weights, g, tf.cast(xi, weights[0].dtype))
+                loss, outputs = self.loss_at(w_prime, arch, val_batch, VALIDATION)
+            grads = outer.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return grads, loss, outputs
+
+        # second_order_fd: eq. 7-8
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
+        g = tape.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        w_prime = self.unrolled_weights(weights, g, tf.cast(xi, weights[0].dtype))
+        with tf.GradientTape() as tape:
+            tape.watch(w_prime)
+            tape.watch(arch)
+            loss, outputs = self.loss_at(w_prime, arch, val_batch, VALIDATION)
+        d_all = tape.gradient(loss, list(w_prime) + list(arch), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        d_w, d_alpha = d_all[: len(w_prime)], d_all[len(w_prime):]
+        eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
+
+        def train_alpha_grad(sign):
+            shifted = [w + sign * tf.cast(eps, w.dtype) * d for w, d in zip(weights, d_w)]
+            with tf.GradientTape() as t:
+                t.watch(arch)
+                l, _ = self.loss_at(shifted, arch, train_batch, TRAIN)
+            return t.gradient(l, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+        g_plus, g_minus = train_alpha_grad(1.0), train_alpha_grad(-1.0)
+        grads = [da - tf.cast(xi, da.dtype) * (gp - gm) / (2.0 * tf.cast(eps, da.dtype))
+                 for da, gp, gm in zip(d_alpha, g_plus, g_minus)]
+        return grads, loss, outputs
+
+    # ----------------------------------------------------------------- Keras hooks
+    @staticmethod
+    def _split(data):
+        if isinstance(data, dict):
+            return data[TRAIN], data[VALIDATION]
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return data[0], data[1]
+        raise ValueError("A search batch is {'train': batch, 'validation': batch}; see darts_tf.data.")
+
+    def train_step(self, data):
+        train_batch, val_batch = self._split(data)
+        # 1. architecture step on the validation batch
+        alpha_grads, val_loss, val_outputs = self.unrolled_alpha_gradient(train_batch, val_batch)
+        self.update_stream_state(val_outputs, VALIDATION)
+        alpha_grads = [g + self.arch_weight_decay * a for g, a in zip(alpha_grads, self.arch_variables)]
+        self.arch_optimizer.apply(alpha_grads, self.arch_variables)
+        # 2. weight step on the train batch
+        weights = self.weight_variables
+        with tf.GradientTape() as tape:
+            outputs = self(self.search_inputs(train_batch, TRAIN), training=True)
+            loss = self.search_loss(train_batch, outputs, TRAIN)
+        grads = _zeros_for_none(tape.gradient(loss, weights), weights)
+        if self.grad_clip:
+            grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
+        grads = [g + self.weight_decay * w for g, w in zip(grads, weights)]
+        lr = self.current_learning_rate()
+        self.optimizer.apply(grads, weights)
+        self.update_stream_state(outputs, TRAIN)
+        self._track(train_batch, outputs, loss, val_batch, val_outputs, val_loss)
+        logs = {m.name: m.result() for m in self.metrics}
+        logs["lr"] = lr
+        return logs
+
+    def _track(self, train_batch, outputs, loss, val_batch, val_outputs, val_loss):
+        self.loss_tracker.update_state(loss)
+        self.val_loss_tracker.update_state(val_loss)
+        acc = self.search_accuracy(train_batch, outputs)
+        if acc is not None:
+            self.acc_tracker.update_state(acc)
+            self.val_acc_tracker.update_state(self.search_accuracy(val_batch, val_outputs))
+
+    def test_step(self, data):
+        batch = data[VALIDATION] if isinstance(data, dict) else data
+        outputs = self(self.search_inputs(batch, VALIDATION), training=False)
+        loss = self.search_loss(batch, outputs, VALIDATION)
+        self.loss_tracker.update_state(loss)
+        acc = self.search_accuracy(batch, outputs)
+        if acc is not None:
+            self.acc_tracker.update_state(acc)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.acc_tracker.result()}
