@@ -1,0 +1,142 @@
+"""The continuous relaxation of the CNN search space (paper sect. 2.2, eq. 2): mixed ops, search cells
+and the supernet whose architecture variables alpha_normal / alpha_reduce are trained by the bilevel step.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from darts_tf import genotypes as gt
+from darts_tf.bilevel import BilevelSearchModel
+from darts_tf.ops import FactorizedReduce, ReLUConvBN, batch_norm, make_op
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class MixedOp(layers.Layer):
+    """o_bar(x) = sum_o softmax(alpha)_o * o(x) over the primitives (eq. 2); BN affine off, pools followed by BN."""
+
+    def __init__(self, C: int, stride: int, primitives: Sequence[str] = gt.CNN_PRIMITIVES, **kwargs):
+        super().__init__(**kwargs)
+        self.C, self.stride, self.primitives = C, stride, tuple(primitives)
+        self.candidates = []
+        for name in self.primitives:
+            op = make_op(name, C, stride, affine=False)
+            if "pool" in name:
+                op = keras.Sequential([op, batch_norm(affine=False)])
+            self.candidates.append(op)
+
+    def call(self, x, weights, training=False):
+        out = None
+        for i, (name, op) in enumerate(zip(self.primitives, self.candidates)):
+            if name == "none":  # contributes exactly zero (and zero gradient to its alpha), so skip the work
+                continue
+            y = weights[i] * op(x, training=training)
+            out = y if out is None else out + y
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "C": self.C, "stride": self.stride, "primitives": list(self.primitives)}
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class SearchCell(layers.Layer):
+    """A cell of the supernet: inputs are the two previous cells' outputs, `steps` nodes, every edge a MixedOp,
+    output = concat of the last `multiplier` nodes."""
+
+    def __init__(self, C: int, reduction: bool, reduction_prev: bool, steps: int = gt.CNN_STEPS,
+                 multiplier: int = gt.CNN_STEPS, primitives: Sequence[str] = gt.CNN_PRIMITIVES, **kwargs):
+        super().__init__(**kwargs)
+        self.C, self.reduction, self.reduction_prev = C, reduction, reduction_prev
+        self.steps, self.multiplier, self.primitives = steps, multiplier, tuple(primitives)
+        self.preprocess0 = FactorizedReduce(C, 2, affine=False) if reduction_prev else ReLUConvBN(C, 1, affine=False)
+        self.preprocess1 = ReLUConvBN(C, 1, affine=False)
+        self.edges = []
+        for i in range(steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedOp(C, stride, self.primitives))
+
+    def call(self, s0, s1, weights, training=False):
+        states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        offset = 0
+        for _ in range(self.steps):
+            s = None
+            for j, h in enumerate(states):
+                y = self.edges[offset + j](h, weights[offset + j], training=training)
+                s = y if s is None else s + y
+            offset += len(states)
+            states.append(s)
+        return ops.concatenate(states[-self.multiplier:], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "C": self.C, "reduction": self.reduction, "reduction_prev": self.reduction_prev,
+                "steps": self.steps, "multiplier": self.multiplier, "primitives": list(self.primitives)}
+
+
+def reduction_layers(num_layers: int):
+    """Cells that reduce: at 1/3 and 2/3 of the depth (as the reference)."""
+    return {num_layers // 3, 2 * num_layers // 3}
+
+
+class CNNSearchNetwork(BilevelSearchModel):
+    """The DARTS supernet for image classification (8 cells, C=16 in the paper's search)."""
+
+    def __init__(self, C: int = 16, num_classes: int = 10, num_layers: int = 8, steps: int = gt.CNN_STEPS,
+                 multiplier: int = gt.CNN_STEPS, stem_multiplier: int = 3, primitives: Sequence[str] = gt.CNN_PRIMITIVES,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if num_layers < 3:
+            raise ValueError(f"The supernet needs at least 3 cells (reductions at 1/3 and 2/3). Received: num_layers={num_layers}")
+        if C < 2 or C % 2:
+            raise ValueError(f"Initial channels must be an even integer >= 2. Received: C={C}")
+        self.C, self.num_classes, self.num_layers = C, num_classes, num_layers
+        self.steps, self.multiplier, self.primitives = steps, multiplier, tuple(primitives)
+        self.stem = keras.Sequential([layers.Conv2D(stem_multiplier * C, 3, padding="same", use_bias=False),
+                                      batch_norm(affine=True)], name="stem")
+        self.cells = []
+        reduction_prev, C_curr = False, C
+        for i in range(num_layers):
+            reduction = i in reduction_layers(num_layers)
+            if reduction:
+                C_curr *= 2
+            self.cells.append(SearchCell(C_curr, reduction, reduction_prev, steps, multiplier, self.primitives,
+                                         name=f"cell_{i}"))
+            reduction_prev = reduction
+        self.global_pooling = layers.GlobalAveragePooling2D()
+        self.classifier = layers.Dense(num_classes, name="classifier")
+        num_edges = gt.CNN_SPACE.num_edges(steps)
+        init = keras.initializers.RandomNormal(stddev=1e-3)
+        self.alpha_normal = self.add_weight(shape=(num_edges, len(self.primitives)), initializer=init, name="alpha_normal")
+        self.alpha_reduce = self.add_weight(shape=(num_edges, len(self.primitives)), initializer=init, name="alpha_reduce")
+
+    @property
+    def arch_variables(self):
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def call(self, x, training=False):
+        w_normal = ops.softmax(self.alpha_normal, axis=-1)
+        w_reduce = ops.softmax(self.alpha_reduce, axis=-1)
+        s0 = s1 = self.stem(x, training=training)
+        for cell in self.cells:
+            weights = w_reduce if cell.reduction else w_normal
+            s0, s1 = s1, cell(s0, s1, ops.cast(weights, s1.dtype), training=training)
+        return ops.cast(self.classifier(self.global_pooling(s1)), "float32")
+
+    def genotype(self) -> gt.Genotype:
+        """The discrete cell the current alphas encode (top-2 per node)."""
+        return gt.derive_genotype(np.asarray(self.alpha_normal.numpy()), np.asarray(self.alpha_reduce.numpy()), k=2,
+                                  primitives=self.primitives)
+
+    def alphas_numpy(self):
+        return {"alpha_normal": np.asarray(self.alpha_normal.numpy()), "alpha_reduce": np.asarray(self.alpha_reduce.numpy())}
+
+
+def build_cnn_search_network(input_shape, num_classes: int, **kwargs) -> CNNSearchNetwork:
+    """A built supernet for images of `input_shape` (H, W, channels)."""
+    model = CNNSearchNetwork(num_classes=num_classes, **kwargs)
+    model(np.zeros((1,) + tuple(input_shape), np.float32))
+    return model
