@@ -155,6 +155,22 @@ class _CellNetwork(keras.Model):
         logits = self.classifier(self.global_pooling(s1))
         return ops.cast(logits, "float32"), aux
 
+    def build(self, input_shape):
+        """Builds every weight, the auxiliary head included, by one inference pass on zeros (no state changes).
+
+        Keras calls this when it reloads a `.keras` file; without it the auxiliary head (used only in training)
+        stays unbuilt and its saved weights are silently dropped.
+        """
+        if self.built:
+            return
+        s0, s1 = self.stem_forward(ops.zeros((1,) + tuple(input_shape[1:])), False)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, drop_prob=0.0, training=False)
+            if i == 2 * self.num_layers // 3 and self.auxiliary:
+                self.auxiliary_head(s1, training=False)
+        self.classifier(self.global_pooling(s1))
+        self.built = True
+
     def call(self, x, training=False):
         return self.forward(x, training=training)[0]
 
