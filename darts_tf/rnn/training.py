@@ -1,0 +1,313 @@
+"""Training the derived recurrent cell (paper A.2.2 / A.2.4, reference ``rnn/train.py``).
+
+SGD lr 20 without momentum, gradient clip 0.25, weight decay added to the gradient, one step per BPTT window with
+the step scaled by seq_len / bptt (``RNNModel.train_step``); after each epoch the validation perplexity with fixed
+windows decides, by awd-lstm-lm's non-monotone trigger, when to switch to averaged SGD (Polyak & Juditsky 1992);
+from then on validation and the best-model file use the average of the iterates. Training runs in ``model.fit``, so
+Keras callbacks (TensorBoard, ...) work; the whole state (weights, optimizer with its ASGD averages, seed-generator
+states, epoch, validation history) is written atomically every epoch by ``darts_tf.checkpoint`` and a killed run
+resumes from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from darts_tf import checkpoint
+from darts_tf.data.text import batchify, lm_dataset
+from darts_tf.rnn.models import EVAL, RNNModel, masked_cross_entropy
+
+BEST_WEIGHTS_FILE = "best.weights.h5"
+
+
+# ----------------------------------------------------------------------------------------------- presets
+@dataclasses.dataclass(frozen=True)
+class RNNTrainConfig:
+    """The evaluation run's settings; defaults are PTB (paper A.2.2, reference train.py with dropoute 0.1)."""
+
+    units: int = 850  # embedding = hidden size
+    genotype: str = "DARTS_V2"
+    learning_rate: float = 20.0
+    grad_clip: float = 0.25
+    weight_decay: float = 8e-7
+    batch_size: int = 64
+    eval_batch_size: int = 10
+    test_batch_size: int = 1
+    bptt: int = 35
+    max_seq_len_delta: int = 20
+    epochs: int = 8000  # "until convergence": the reference's upper limit
+    nonmono: int = 5
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.1
+    tar_beta: float = 1e-3
+    seed: int = 1267
+
+    def __post_init__(self):
+        for name in ("units", "batch_size", "eval_batch_size", "test_batch_size", "bptt", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if self.nonmono < 0 or self.max_seq_len_delta < 0:
+            raise ValueError(f"nonmono and max_seq_len_delta must be >= 0. Received: nonmono={self.nonmono}, "
+                             f"max_seq_len_delta={self.max_seq_len_delta}")
+
+
+RNN_PRESETS: Dict[str, RNNTrainConfig] = {}
+
+
+def register_preset(name: str, config: RNNTrainConfig) -> RNNTrainConfig:
+    if name in RNN_PRESETS:
+        raise ValueError(f"RNN preset {name!r} is already registered.")
+    RNN_PRESETS[name] = config
+    return config
+
+
+def get_preset(name: str, **overrides) -> RNNTrainConfig:
+    """A registered preset, optionally with some fields replaced."""
+    if name not in RNN_PRESETS:
+        raise ValueError(f"Unknown RNN preset {name!r}. Known presets: {', '.join(sorted(RNN_PRESETS))}.")
+    return dataclasses.replace(RNN_PRESETS[name], **overrides)
+
+
+register_preset("ptb", RNNTrainConfig())
+register_preset("wikitext2", RNNTrainConfig(units=700, weight_decay=5e-7, dropouth=0.15))  # paper A.2.4
+register_preset("smoke", RNNTrainConfig(units=64, batch_size=16, eval_batch_size=10, test_batch_size=10, bptt=20,
+                                        max_seq_len_delta=10, epochs=2, dropout=0.2, dropouth=0.1, dropoutx=0.2,
+                                        dropouti=0.1, dropoute=0.0))
+
+
+def build_model(config: RNNTrainConfig, vocab_size: int) -> RNNModel:
+    return RNNModel(vocab_size, units=config.units, genotype=config.genotype, dropout=config.dropout,
+                    dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
+                    dropoute=config.dropoute, seed=config.seed)
+
+
+def compile_model(model: RNNModel, config: RNNTrainConfig, jit_compile: Any = False) -> RNNModel:
+    model.compile(optimizer=AveragedSGD(config.learning_rate), grad_clip=config.grad_clip,
+                  weight_decay=config.weight_decay, bptt=config.bptt, tar_beta=config.tar_beta,
+                  jit_compile=jit_compile)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- ASGD
+@keras.saving.register_keras_serializable(package="darts_tf")
+class AveragedSGD(keras.optimizers.SGD):
+    """Plain SGD that, after ``start_averaging()``, also keeps the running mean of its iterates.
+
+    Equivalent to the reference's switch to ``torch.optim.ASGD(t0=0, lambd=0)``: the weights follow SGD, and
+    ``average = mean(w_1, ..., w_n)`` over the n steps since the switch. The averages, the switch flag and n are
+    optimizer variables, so they are checkpointed with it. Evaluate with ``averaged_weights(model, optimizer)``.
+    """
+
+    def __init__(self, learning_rate=20.0, name="averaged_sgd", **kwargs):
+        kwargs.pop("momentum", None)
+        kwargs.pop("nesterov", None)
+        super().__init__(learning_rate=learning_rate, momentum=0.0, nesterov=False, name=name, **kwargs)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.averages = [self.add_variable_from_reference(v, name="iterate_average") for v in variables]
+        self.averaging = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="averaging")
+        self.average_count = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="average_count")
+
+    @property
+    def is_averaging(self) -> bool:
+        return self.built and bool(keras.ops.convert_to_numpy(self.averaging.value) > 0)
+
+    def start_averaging(self) -> None:
+        """Switch to ASGD: the average restarts from the next iterate."""
+        self.averaging.assign(1.0)
+        self.average_count.assign(0.0)
+
+    def apply(self, grads, trainable_variables=None):
+        super().apply(grads, trainable_variables)
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        on = tf.cast(self.averaging.value, tf.float32)
+        count = self.average_count.value + on
+        step = on / tf.maximum(count, 1.0)
+        for v in variables:
+            avg = self.averages[self._get_variable_index(v)]
+            avg.assign(avg.value + tf.cast(step, avg.dtype) * (v.value - avg.value))
+        self.average_count.assign(count)
+
+    def average_of(self, variable):
+        return self.averages[self._get_variable_index(variable)]
+
+
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model, optimizer: Optional[AveragedSGD] = None) -> Iterator[bool]:
+    """Temporarily swaps the ASGD averages into the model's trainable weights (no-op before the switch).
+
+    Yields whether the averages are in use; the SGD iterates are restored on exit.
+    """
+    optimizer = optimizer or model.optimizer
+    if not isinstance(optimizer, AveragedSGD) or not optimizer.is_averaging:
+        yield False
+        return
+    variables = model.trainable_variables
+    saved = [v.numpy() for v in variables]
+    try:
+        for v in variables:
+            v.assign(optimizer.average_of(v).value)
+        yield True
+    finally:
+        for v, value in zip(variables, saved):
+            v.assign(value)
+
+
+def should_switch_to_asgd(val_losses: Sequence[float], nonmono: int = 5) -> bool:
+    """awd-lstm-lm's non-monotone trigger; ``val_losses`` are the SGD epochs' losses, the current one last.
+
+    Switch when there are more than ``nonmono`` earlier epochs and the current loss is worse than the best of
+    those that lie more than ``nonmono`` epochs back: ``len(prev) > nonmono and cur > min(prev[:-nonmono])``.
+    """
+    if nonmono < 0:
+        raise ValueError(f"nonmono must be >= 0. Received: nonmono={nonmono}")
+    if not val_losses:
+        return False
+    previous, current = list(val_losses[:-1]), val_losses[-1]
+    if len(previous) <= nonmono:
+        return False
+    old = previous[:-nonmono] if nonmono else previous
+    return current > min(old)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def _eval_function(model: RNNModel):
+    fn = getattr(model, "_darts_eval_window", None)
+    if fn is None:
+        @tf.function
+        def fn(window, hidden):
+            outputs = model({"tokens": window["inputs"], "mask": window["mask"], "hidden": hidden}, training=False)
+            total, count = masked_cross_entropy(window["targets"], outputs["logits"], window["mask"])
+            return total, count, outputs["hidden"]
+
+        object.__setattr__(model, "_darts_eval_window", fn)
+    return fn
+
+
+def evaluate_loss(model: RNNModel, batched_ids: np.ndarray, bptt: int) -> float:
+    """Mean token cross-entropy over ``batched_ids`` [batch, n_steps] in fixed bptt windows, hidden carried."""
+    dataset, _ = lm_dataset(batched_ids, bptt, variable_length=False, max_seq_len_delta=0)
+    fn = _eval_function(model)
+    hidden = tf.zeros([batched_ids.shape[0], model.units])
+    total, count = 0.0, 0.0
+    for window in dataset:
+        t, c, hidden = fn({k: window[k] for k in ("inputs", "targets", "mask")}, hidden)
+        total += float(t)
+        count += float(c)
+    return total / max(count, 1.0)
+
+
+def evaluate_perplexity(model: RNNModel, batched_ids: np.ndarray, bptt: int) -> float:
+    """exp(mean token cross-entropy) with fixed windows (the reference's ``evaluate``)."""
+    return math.exp(evaluate_loss(model, batched_ids, bptt))
+
+
+# ----------------------------------------------------------------------------------------------- training
+class ValidationAndASGD(keras.callbacks.Callback):
+    """After every epoch: validation loss (with the averages once ASGD is on), best-model weights, ASGD trigger.
+
+    Adds ``val_loss``, ``val_ppl`` and ``asgd`` to the epoch logs; put it before TensorBoard / CSVLogger.
+    """
+
+    def __init__(self, valid_batched: np.ndarray, bptt: int, nonmono: int, output_dir: Optional[str] = None,
+                 val_losses: Sequence[float] = (), best_val_loss: float = float("inf"), verbose: int = 0):
+        super().__init__()
+        self.valid_batched, self.bptt, self.nonmono = valid_batched, bptt, nonmono
+        self.output_dir, self.verbose = output_dir, verbose
+        self.val_losses: List[float] = list(val_losses)
+        self.best_val_loss = float(best_val_loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        optimizer = self.model.optimizer
+        with averaged_weights(self.model, optimizer) as averaged:
+            val_loss = evaluate_loss(self.model, self.valid_batched, self.bptt)
+            if val_loss < self.best_val_loss:
+                self.best_val_loss = val_loss
+                if self.output_dir:
+                    save_weights_atomically(self.model, os.path.join(self.output_dir, BEST_WEIGHTS_FILE))
+        if not averaged:
+            if should_switch_to_asgd(self.val_losses + [val_loss], self.nonmono):
+                optimizer.start_averaging()
+                if self.verbose:
+                    print(f"epoch {epoch + 1}: switching to averaged SGD")
+            self.val_losses.append(val_loss)
+        logs.update(val_loss=val_loss, val_ppl=math.exp(val_loss), asgd=float(optimizer.is_averaging))
+        if self.verbose:
+            print(f"epoch {epoch + 1}: valid loss {val_loss:.4f} ppl {math.exp(val_loss):.2f}"
+                  f"{' (averaged)' if averaged else ''}")
+
+    def state(self) -> Dict[str, Any]:
+        return {"val_losses": self.val_losses, "best_val_loss": self.best_val_loss}
+
+
+def save_weights_atomically(model: keras.Model, path: str) -> None:
+    """``model.save_weights`` to a temporary file in the same directory, then an atomic rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class RNNTrainResult:
+    epochs_done: int
+    val_losses: List[float]
+    best_val_loss: float
+    history: Dict[str, List[float]]
+
+    @property
+    def best_val_ppl(self) -> float:
+        return math.exp(self.best_val_loss)
+
+
+def train(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: RNNTrainConfig,
+          output_dir: Optional[str] = None, epochs: Optional[int] = None, resume: bool = False,
+          callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int = 0) -> RNNTrainResult:
+    """Trains a compiled ``RNNModel`` on the id streams ``train_ids`` / ``valid_ids`` (1-D, e.g. ``Corpus.train``).
+
+    With ``output_dir`` the state is checkpointed every epoch and the best (validation) weights are kept in
+    ``output_dir/best.weights.h5``; with ``resume`` a checkpoint there is restored first and training continues
+    from its epoch. Returns the validation history; load the best weights with ``model.load_weights`` afterwards.
+    """
+    epochs = int(epochs or config.epochs)
+    train_batched = batchify(train_ids, config.batch_size)
+    valid_batched = batchify(valid_ids, config.eval_batch_size)
+    if model.optimizer is None:
+        raise ValueError("Compile the model first: darts_tf.rnn.training.compile_model(model, config).")
+    meta: Dict[str, Any] = {"epochs_done": 0, "val_losses": [], "best_val_loss": float("inf")}
+    if resume and output_dir and checkpoint.has_state(output_dir):
+        meta.update(checkpoint.restore_state(output_dir, model, [model.optimizer]))
+    initial_epoch = int(meta["epochs_done"])
+    validation = ValidationAndASGD(valid_batched, config.bptt, config.nonmono, output_dir, meta["val_losses"],
+                                   meta["best_val_loss"], verbose=verbose)
+    all_callbacks: List[keras.callbacks.Callback] = [validation]
+    if output_dir:
+        all_callbacks.append(checkpoint.EpochCheckpoint(output_dir, [model.optimizer],
+                                                        extra_fn=lambda epoch: validation.state()))
+    all_callbacks.extend(callbacks)
+    history: Dict[str, List[float]] = {}
+    if initial_epoch < epochs:
+        dataset, steps = lm_dataset(train_batched, config.bptt, seed=config.seed, initial_epoch=initial_epoch,
+                                    epochs=epochs, max_seq_len_delta=config.max_seq_len_delta)
+        model.carried.reset()
+        fit = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                        callbacks=all_callbacks, verbose=verbose)
+        history = {k: [float(x) for x in v] for k, v in fit.history.items()}
+    return RNNTrainResult(epochs_done=max(epochs, initial_epoch), val_losses=list(validation.val_losses),
+                          best_val_loss=validation.best_val_loss, history=history)
