@@ -1,0 +1,534 @@
+"""Architecture evaluation (paper sect. 3.2, A.2.1) and ImageNet transfer (A.2.3): a network built from a
+genotype is trained from scratch with `model.fit`, checkpointed every epoch, and its artifacts written.
+
+A run's output directory (this module is its one writer; readers use the constants below)::
+
+    run_config.json, training_state.npz   per-epoch state for --resume (darts_tf.checkpoint)
+    model.keras                           the trained network (written atomically)
+    genotype.json                         its genotype
+    data_info.json                        image shape, normalisation, class names (what export needs)
+    metrics.json                          final train loss/accuracy, eval top-1/top-5, params, epochs, wall time
+    tensorboard/                          TensorBoard logs (incl. learning rate and drop-path probability)
+    saved_model/                          with `export=True` (darts_tf.export)
+
+`validation_portion` > 0 carves a validation split off the training set and reports accuracy on it, never
+touching the test set: the paper's short-training selection of the best of several searched cells (sect. 3.2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from darts_tf import checkpoint
+from darts_tf import genotypes as gt
+from darts_tf.data import images
+from darts_tf.networks import NetworkCIFAR, NetworkImageNet, count_parameters, set_drop_path_prob
+from darts_tf.schedules import EpochCosineDecay, EpochExponentialDecay
+
+MODEL_FILE = "model.keras"
+GENOTYPE_FILE = "genotype.json"
+DATA_INFO_FILE = "data_info.json"
+METRICS_FILE = "metrics.json"
+TENSORBOARD_DIR = "tensorboard"
+SAVED_MODEL_DIR = "saved_model"
+
+STRATEGIES = ("auto", "mirrored", "default")
+NETWORKS = ("auto", "cifar", "imagenet")
+# Flags that may differ between a run and its resumption (they do not change what is computed).
+_RESUME_MAY_CHANGE = ("resume", "verbose", "export", "eval_every", "jit_compile", "strategy", "data_dir", "output_dir")
+# ImageNet transfer: images at least this large get NetworkImageNet (stride-8 stem) under network='auto'.
+_MIN_IMAGENET_NETWORK_SIZE = 64
+
+
+# --------------------------------------------------------------------------------------
+# Configs
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_common(cfg) -> None:
+    """Checks shared by both configs; errors name the flag and the value received."""
+    _check(isinstance(cfg.genotype, str) and cfg.genotype != "", f"genotype must be a published name or a JSON path. Received: genotype={cfg.genotype!r}")
+    _check(isinstance(cfg.dataset, str) and cfg.dataset != "", f"dataset must be a name. Received: dataset={cfg.dataset!r}")
+    _check(cfg.layers >= 3, f"layers must be >= 3 (two reduction cells at 1/3 and 2/3 depth). Received: layers={cfg.layers}")
+    _check(cfg.init_channels >= 1, f"init_channels must be >= 1. Received: init_channels={cfg.init_channels}")
+    _check(cfg.batch_size >= 1, f"batch_size must be >= 1. Received: batch_size={cfg.batch_size}")
+    _check(cfg.epochs >= 1, f"epochs must be >= 1. Received: epochs={cfg.epochs}")
+    _check(cfg.learning_rate > 0, f"learning_rate must be > 0. Received: learning_rate={cfg.learning_rate}")
+    _check(0 <= cfg.momentum < 1, f"momentum must be in [0, 1). Received: momentum={cfg.momentum}")
+    _check(cfg.weight_decay >= 0, f"weight_decay must be >= 0. Received: weight_decay={cfg.weight_decay}")
+    _check(0 <= cfg.drop_path_prob < 1, f"drop_path_prob must be in [0, 1). Received: drop_path_prob={cfg.drop_path_prob}")
+    _check(cfg.auxiliary_weight >= 0, f"auxiliary_weight must be >= 0. Received: auxiliary_weight={cfg.auxiliary_weight}")
+    _check(cfg.grad_clip >= 0, f"grad_clip must be >= 0 (0 = no clipping). Received: grad_clip={cfg.grad_clip}")
+    _check(cfg.eval_every >= 0, f"eval_every must be >= 0 (0 = only at the end). Received: eval_every={cfg.eval_every}")
+    _check(cfg.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={cfg.strategy!r}")
+    _check(bool(cfg.output_dir), f"output_dir must be set. Received: output_dir={cfg.output_dir!r}")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """CIFAR-style evaluation of a cell (paper A.2.1). Defaults are the paper's; `digits` is the offline smoke set."""
+
+    genotype: str = "DARTS_V2"  # published name (DARTS_V2, DARTS_V1, NASNet, AmoebaNet, ...) or genotype JSON path
+    dataset: str = "cifar10"  # 'cifar10', 'cifar100', 'digits' (offline) or any tfds image dataset
+    data_dir: Optional[str] = None  # tfds data_dir
+    layers: int = 20
+    init_channels: int = 36
+    batch_size: int = 96
+    epochs: int = 600
+    learning_rate: float = 0.025  # cosine-annealed per epoch to learning_rate_min
+    learning_rate_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    cutout_length: int = 16  # 0 = no cutout
+    drop_path_prob: float = 0.2  # reached at the last epoch; epoch e uses drop_path_prob * e / epochs
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    grad_clip: float = 5.0  # 0 = no clipping
+    seed: int = 0
+    validation_portion: float = 0.0  # 0: train on all of train, report test; > 0: report a validation split of train
+    output_dir: str = "runs/eval"
+    resume: bool = False
+    jit_compile: bool = False
+    strategy: str = "auto"  # 'auto' (MirroredStrategy when > 1 GPU), 'mirrored', 'default'
+    export: bool = False  # also write a SavedModel to output_dir/saved_model
+    eval_every: int = 1  # evaluate the eval split every N epochs during training (0 = only at the end)
+    verbose: int = 1  # fit's progress: 0 silent, 1 progress bar, 2 one line per epoch
+
+    def validate(self) -> "TrainConfig":
+        _check_common(self)
+        _check(0 <= self.validation_portion < 1,
+               f"validation_portion must be in [0, 1) (0 = report the test split). Received: validation_portion={self.validation_portion}")
+        _check(self.cutout_length >= 0, f"cutout_length must be >= 0 (0 = off). Received: cutout_length={self.cutout_length}")
+        _check(0 <= self.learning_rate_min <= self.learning_rate,
+               f"learning_rate_min must be in [0, learning_rate]. Received: learning_rate_min={self.learning_rate_min}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ImageNetConfig:
+    """ImageNet transfer (paper A.2.3, mobile setting). `dataset` is 'imagenet2012' (tfds, tars in
+    data_dir/downloads/manual), an image-folder tree DIR/{train,val}/<class>/*, or an in-memory tfds
+    dataset (cifar100, imagenet_resized/32x32, ...) for cheaper transfer studies."""
+
+    genotype: str = "DARTS_V2"
+    dataset: str = "imagenet2012"
+    data_dir: Optional[str] = None
+    image_size: int = 224  # crop size of streamed datasets; in-memory datasets keep their own size
+    network: str = "auto"  # 'imagenet' (NetworkImageNet), 'cifar' (NetworkCIFAR), 'auto': by image size
+    layers: int = 14
+    init_channels: int = 48
+    batch_size: int = 128
+    epochs: int = 250
+    learning_rate: float = 0.1
+    learning_rate_decay: float = 0.97  # multiplied in every epoch
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    label_smoothing: float = 0.1
+    drop_path_prob: float = 0.0
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    grad_clip: float = 5.0
+    seed: int = 0
+    output_dir: str = "runs/imagenet"
+    resume: bool = False
+    jit_compile: bool = False
+    strategy: str = "auto"
+    export: bool = False
+    eval_every: int = 1
+    verbose: int = 1
+
+    def validate(self) -> "ImageNetConfig":
+        _check_common(self)
+        _check(self.image_size >= 8, f"image_size must be >= 8. Received: image_size={self.image_size}")
+        _check(self.network in NETWORKS, f"network must be one of {', '.join(NETWORKS)}. Received: network={self.network!r}")
+        _check(0 < self.learning_rate_decay <= 1,
+               f"learning_rate_decay must be in (0, 1]. Received: learning_rate_decay={self.learning_rate_decay}")
+        _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1). Received: label_smoothing={self.label_smoothing}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def is_streamed_dataset(name: str) -> bool:
+    """ImageNet from tfds or an image-folder tree: streamed from files rather than held in memory."""
+    return name == "imagenet2012" or os.path.isdir(name)
+
+
+# --------------------------------------------------------------------------------------
+# Data
+
+
+@dataclasses.dataclass
+class _DataSource:
+    """What a run needs from its data: a per-epoch resumable train stream and a fixed eval set."""
+
+    image_shape: tuple
+    num_classes: int
+    mean: tuple
+    std: tuple
+    class_names: tuple
+    eval_split: str  # 'test' or 'validation'
+    train_size: int
+    eval_size: int
+    steps_per_epoch: int
+    train_fn: Any  # initial_epoch -> tf.data.Dataset of epochs initial_epoch..epochs-1
+    eval_fn: Any  # () -> tf.data.Dataset
+
+    def info(self) -> Dict[str, Any]:
+        return {"image_shape": list(self.image_shape), "num_classes": self.num_classes, "mean": list(self.mean),
+                "std": list(self.std), "class_names": list(self.class_names), "eval_split": self.eval_split,
+                "train_size": self.train_size, "eval_size": self.eval_size}
+
+
+def _class_names(dataset: str, data_dir: Optional[str], num_classes: int) -> tuple:
+    if dataset != "digits":
+        try:
+            import tensorflow_datasets as tfds
+
+            builder = tfds.builder(dataset, data_dir=data_dir)
+            label = builder.info.features[builder.info.supervised_keys[1]]
+            if getattr(label, "names", None) and len(label.names) == num_classes:
+                return tuple(label.names)
+        except Exception:  # names are a convenience; fall back to indices
+            pass
+    return tuple(str(i) for i in range(num_classes))
+
+
+def _eval_arrays(data: images.ImageData, split: str, validation_portion: float, seed: int):
+    """(train_x, train_y, eval_x, eval_y): the validation split is carved from train exactly as in training."""
+    if split == "test":
+        return data.train_images, data.train_labels, data.test_images, data.test_labels
+    if not 0 < validation_portion < 1:
+        raise ValueError(f"split='validation' needs a validation_portion in (0, 1) (the one used in training). "
+                         f"Received: validation_portion={validation_portion}")
+    (x_tr, y_tr), (x_va, y_va) = images.split_train_validation(data.train_images, data.train_labels,
+                                                               1.0 - validation_portion, seed)
+    return x_tr, y_tr, x_va, y_va
+
+
+def _in_memory_source(data: images.ImageData, dataset: str, data_dir: Optional[str], batch_size: int, epochs: int,
+                      seed: int, validation_portion: float, augment: images.AugmentConfig) -> _DataSource:
+    split = "validation" if validation_portion > 0 else "test"
+    x_tr, y_tr, x_ev, y_ev = _eval_arrays(data, split, validation_portion, seed)
+    side = min(data.image_shape[:2])
+    if augment.cutout_length >= side:
+        raise ValueError(f"cutout_length={augment.cutout_length} is not smaller than the {side}x{side} images of {dataset!r}: "
+                         f"it would erase most of every image. Pass a smaller --cutout_length (0 = off).")
+    if batch_size > len(x_tr):
+        what = f"training split of {dataset!r}" + (f" after carving validation_portion={validation_portion}" if split == "validation" else "")
+        raise ValueError(f"batch_size={batch_size} is larger than the {what} ({len(x_tr)} examples); lower --batch_size.")
+    eval_batch = min(batch_size, len(x_ev))
+    mean, std = data.mean, data.std
+
+    def train_fn(initial_epoch):
+        ds, _ = images.multi_epoch_dataset(x_tr, y_tr, batch_size, seed=seed, initial_epoch=initial_epoch, epochs=epochs,
+                                           mean=mean, std=std, shuffle=True, augment=augment, drop_remainder=True)
+        return ds
+
+    def eval_fn():
+        return images.epoch_dataset(x_ev, y_ev, eval_batch, seed=seed, epoch=0, mean=mean, std=std, shuffle=False,
+                                    augment=None, drop_remainder=False)
+
+    return _DataSource(data.image_shape, data.num_classes, tuple(mean), tuple(std),
+                       _class_names(dataset, data_dir, data.num_classes), split, len(x_tr), len(x_ev),
+                       len(x_tr) // batch_size, train_fn, eval_fn)
+
+
+def _streamed_source(cfg: ImageNetConfig) -> _DataSource:
+    def load(initial_epoch):
+        return images.imagenet_datasets(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
+                                        seed=cfg.seed, initial_epoch=initial_epoch, epochs=cfg.epochs)
+
+    first = load(0)
+    cache = {0: first}
+
+    def train_fn(initial_epoch):
+        return (cache.get(initial_epoch) or load(initial_epoch)).train
+
+    return _DataSource((cfg.image_size, cfg.image_size, 3), first.num_classes, tuple(first.mean), tuple(first.std),
+                       tuple(first.class_names), "validation", first.train_size, first.validation_size,
+                       first.steps_per_epoch, train_fn, lambda: first.validation)
+
+
+# --------------------------------------------------------------------------------------
+# Callbacks and the shared run
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """'auto': MirroredStrategy when more than one GPU is visible, else the default strategy."""
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={name!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class DropPathSchedule(keras.callbacks.Callback):
+    """Sets the drop-path probability to `max_prob * epoch / epochs` at the start of each epoch (reference train.py)."""
+
+    def __init__(self, max_prob: float, epochs: int):
+        super().__init__()
+        self.max_prob, self.epochs = float(max_prob), int(epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_drop_path_prob(self.model, self.max_prob * epoch / self.epochs)
+
+
+class EpochScalars(keras.callbacks.Callback):
+    """Adds the epoch's learning rate (`lr`) and drop-path probability to the epoch logs (progress bar,
+    TensorBoard), and keeps the last epoch's logs for the checkpoint's metadata."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_logs: Dict[str, float] = {}
+        self._lr = self._drop = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self._drop = float(keras.ops.convert_to_numpy(self.model.drop_path_prob))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = self._lr
+            logs["drop_path_prob"] = self._drop
+            self.last_logs = {k: float(v) for k, v in logs.items()}
+
+
+def save_model_atomic(model: keras.Model, path: str) -> None:
+    """model.save to a temporary `.keras` name in the same directory, then rename: readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json(path: str, data: Dict[str, Any]) -> None:
+    gt.atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+@dataclasses.dataclass
+class _RunSpec:
+    config: Any
+    genotype: gt.Genotype
+    source: _DataSource
+    make_model: Any  # () -> keras.Model (inside the strategy scope)
+    make_schedule: Any  # steps_per_epoch -> LearningRateSchedule
+    label_smoothing: float = 0.0
+
+
+def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[str, Any]:
+    cfg, source, out = spec.config, spec.source, spec.config.output_dir
+    checkpoint.check_run_config(out, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
+    strategy = make_strategy(cfg.strategy)
+    with strategy.scope():
+        keras.utils.set_random_seed(cfg.seed)
+        model = spec.make_model()
+        model.build((None,) + tuple(source.image_shape))
+        optimizer = keras.optimizers.SGD(spec.make_schedule(source.steps_per_epoch), momentum=cfg.momentum)
+        model.compile(optimizer=optimizer, auxiliary_weight=cfg.auxiliary_weight if cfg.auxiliary else 0.0,
+                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip or None,
+                      label_smoothing=spec.label_smoothing, jit_compile=cfg.jit_compile)
+        optimizer.build(model.trainable_variables)
+    params = count_parameters(model)
+    logging.info("Genotype %s: %.3fM parameters (without the auxiliary head); %d train / %d %s examples, %d steps/epoch.",
+                 cfg.genotype, params / 1e6, source.train_size, source.eval_size, source.eval_split, source.steps_per_epoch)
+
+    initial_epoch, meta = 0, {}
+    if cfg.resume and checkpoint.has_state(out):
+        meta = checkpoint.restore_state(out, model)
+        initial_epoch = int(meta["epochs_done"])
+        logging.info("Resuming %s from the end of epoch %d of %d.", out, initial_epoch, cfg.epochs)
+    elif cfg.resume:
+        logging.info("No checkpoint in %s: starting from epoch 0.", out)
+
+    start, wall_before = time.time(), float(meta.get("wall_time_s", 0.0))
+    scalars = EpochScalars()
+    scalars.last_logs = dict(meta.get("last_logs", {}))
+
+    def extra(epoch):
+        return {"wall_time_s": wall_before + time.time() - start, "last_logs": scalars.last_logs}
+
+    if initial_epoch < cfg.epochs:
+        eval_ds = source.eval_fn() if cfg.eval_every else None
+        model.fit(source.train_fn(initial_epoch), epochs=cfg.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=source.steps_per_epoch, validation_data=eval_ds,
+                  validation_freq=max(cfg.eval_every, 1), verbose=cfg.verbose, shuffle=False,
+                  callbacks=[DropPathSchedule(cfg.drop_path_prob, cfg.epochs), scalars,
+                             checkpoint.EpochCheckpoint(out, extra_fn=extra),
+                             keras.callbacks.TensorBoard(os.path.join(out, TENSORBOARD_DIR), write_graph=False),
+                             *callbacks])
+    final = model.evaluate(source.eval_fn(), return_dict=True, verbose=0)
+    wall = wall_before + time.time() - start
+
+    split = source.eval_split
+    last = scalars.last_logs
+    metrics = {
+        "train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"),
+        "eval_split": split, f"{split}_loss": float(final["loss"]),
+        f"{split}_top1_accuracy": float(final["accuracy"]), f"{split}_top5_accuracy": float(final["top5_accuracy"]),
+        f"{split}_top1_error": 1.0 - float(final["accuracy"]), f"{split}_top5_error": 1.0 - float(final["top5_accuracy"]),
+        "eval_examples": source.eval_size, "params_M": params / 1e6, "epochs": cfg.epochs,
+        "wall_time_s": wall, "genotype": cfg.genotype, "dataset": cfg.dataset,
+    }
+    save_model_atomic(model, os.path.join(out, MODEL_FILE))
+    gt.save_genotype(spec.genotype, os.path.join(out, GENOTYPE_FILE), metadata={"source": cfg.genotype})
+    _write_json(os.path.join(out, DATA_INFO_FILE), {**source.info(), "dataset": cfg.dataset})
+    if cfg.export:
+        from darts_tf.export import export_saved_model
+
+        export_saved_model(model, os.path.join(out, SAVED_MODEL_DIR), source.mean, source.std,
+                           class_names=source.class_names, image_shape=source.image_shape,
+                           metadata={"dataset": cfg.dataset, "genotype": cfg.genotype, **{k: metrics[k] for k in (
+                               f"{split}_top1_accuracy", f"{split}_top5_accuracy", "params_M", "epochs")}})
+    _write_json(os.path.join(out, METRICS_FILE), metrics)
+    logging.info("%s top-1 error %.2f%%, top-5 error %.2f%% (%d examples); %.2fM params; %.0f s.", split,
+                 100 * metrics[f"{split}_top1_error"], 100 * metrics[f"{split}_top5_error"], source.eval_size,
+                 metrics["params_M"], wall)
+    return metrics
+
+
+def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
+    """Trains NetworkCIFAR on `config.dataset` (paper A.2.1) and writes the run's artifacts; returns metrics.json."""
+    config.validate()
+    genotype = gt.resolve_genotype(config.genotype, "cnn")
+    augment = images.AugmentConfig(crop_padding=4, flip=True, cutout_length=config.cutout_length)
+    source = _in_memory_source(images.load_image_data(config.dataset, config.data_dir), config.dataset,
+                               config.data_dir, config.batch_size, config.epochs, config.seed,
+                               config.validation_portion, augment)
+
+    def make_model():
+        return NetworkCIFAR(genotype, C=config.init_channels, num_classes=source.num_classes, num_layers=config.layers,
+                            auxiliary=config.auxiliary, seed=config.seed)
+
+    def make_schedule(steps):
+        return EpochCosineDecay(config.learning_rate, config.epochs, steps, config.learning_rate_min)
+
+    return _run(_RunSpec(config, genotype, source, make_model, make_schedule), callbacks)
+
+
+def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
+    """Transfer of a cell to ImageNet (paper A.2.3) or another image dataset; returns metrics.json."""
+    config.validate()
+    genotype = gt.resolve_genotype(config.genotype, "cnn")
+    if is_streamed_dataset(config.dataset):
+        source = _streamed_source(config)
+    else:
+        # In-memory datasets keep their image size: pad+crop scaled to it, flip, no cutout.
+        data = images.load_image_data(config.dataset, config.data_dir)
+        augment = images.AugmentConfig.for_image_size(data.image_shape[0], flip=True, cutout_length=0)
+        source = _in_memory_source(data, config.dataset, config.data_dir, config.batch_size, config.epochs, config.seed,
+                                   0.0, augment)
+    network = config.network
+    if network == "auto":
+        network = "imagenet" if min(source.image_shape[:2]) >= _MIN_IMAGENET_NETWORK_SIZE else "cifar"
+    cls = NetworkImageNet if network == "imagenet" else NetworkCIFAR
+
+    def make_model():
+        return cls(genotype, C=config.init_channels, num_classes=source.num_classes, num_layers=config.layers,
+                   auxiliary=config.auxiliary, seed=config.seed)
+
+    def make_schedule(steps):
+        return EpochExponentialDecay(config.learning_rate, config.learning_rate_decay, steps)
+
+    return _run(_RunSpec(config, genotype, source, make_model, make_schedule, config.label_smoothing), callbacks)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluating a saved model (darts-test)
+
+
+def read_run_config(model_path: str) -> Dict[str, Any]:
+    """The flags of the run that wrote `model_path` (run_config.json beside it), or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), checkpoint.CONFIG_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def read_data_info(model_path: str) -> Dict[str, Any]:
+    """data_info.json beside `model_path` (image shape, mean/std, class names), or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), DATA_INFO_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def load_model(model_path: str) -> keras.Model:
+    """A trained network from `model.keras` (or a run directory holding one), compiled for evaluation."""
+    if os.path.isdir(model_path):
+        model_path = os.path.join(model_path, MODEL_FILE)
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"Model file {model_path!r} does not exist; pass the model.keras written by darts-train "
+                                f"(or its output directory).")
+    model = keras.models.load_model(model_path, compile=False)
+    model.compile(optimizer="sgd")
+    return model
+
+
+def model_image_shape(model: keras.Model) -> Optional[tuple]:
+    shape = (model.get_build_config() or {}).get("input_shape")
+    return tuple(shape[1:]) if shape else None
+
+
+def evaluate_model(model_path: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+                   split: str = "test", validation_portion: Optional[float] = None, seed: Optional[int] = None,
+                   batch_size: Optional[int] = None, image_size: Optional[int] = None) -> Dict[str, Any]:
+    """Top-1/top-5 accuracy and error of a saved model on the test split, or on the validation split carved from
+    train with the training run's seed and portion. Unset arguments come from the run's run_config.json."""
+    if os.path.isdir(model_path):
+        model_path = os.path.join(model_path, MODEL_FILE)
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation'. Received: split={split!r}")
+    run = read_run_config(model_path)
+    dataset = dataset or run.get("dataset")
+    if not dataset:
+        raise ValueError(f"No dataset given and no {checkpoint.CONFIG_FILE} beside {model_path!r}; pass --dataset.")
+    data_dir = data_dir if data_dir is not None else run.get("data_dir")
+    seed = int(seed if seed is not None else run.get("seed", 0))
+    portion = float(validation_portion if validation_portion is not None else run.get("validation_portion", 0.0))
+    batch_size = int(batch_size or run.get("batch_size", 96))
+    model = load_model(model_path)
+    expected = model_image_shape(model)
+
+    if is_streamed_dataset(dataset):
+        size = int(image_size or run.get("image_size", 224))
+        data = images.imagenet_datasets(dataset, data_dir, image_size=size, batch_size=batch_size, seed=seed)
+        eval_ds, n, split, shape = data.validation, data.validation_size, "validation", (size, size, 3)
+    else:
+        data = images.load_image_data(dataset, data_dir)
+        _, _, x_ev, y_ev = _eval_arrays(data, split, portion, seed)
+        eval_ds = images.epoch_dataset(x_ev, y_ev, min(batch_size, len(x_ev)), seed=seed, epoch=0, mean=data.mean,
+                                       std=data.std, shuffle=False, augment=None, drop_remainder=False)
+        n, shape = len(x_ev), data.image_shape
+    if expected is not None and tuple(expected) != tuple(shape):
+        raise ValueError(f"The model expects images of shape {tuple(expected)} but dataset {dataset!r} has {tuple(shape)}; "
+                         f"pass the dataset the model was trained on.")
+    result = model.evaluate(eval_ds, return_dict=True, verbose=0)
+    top1, top5 = float(result["accuracy"]), float(result["top5_accuracy"])
+    return {"split": split, "dataset": dataset, "num_examples": n, "loss": float(result["loss"]),
+            "top1_accuracy": top1, "top5_accuracy": top5, "top1_error": 1.0 - top1, "top5_error": 1.0 - top5}
