@@ -40,6 +40,9 @@ class Cell(layers.Layer):
         mask = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator, dtype=x.dtype) < keep
         return ops.where(mask, x / keep, ops.zeros_like(x))
 
+    def build(self, *args, **kwargs):
+        self.built = True  # children build on first call
+
     def call(self, s0, s1, drop_prob=0.0, training=False):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         for node in range(len(self.edge_list) // 2):

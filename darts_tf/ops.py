@@ -37,6 +37,9 @@ class Op(layers.Layer):
         _check(C, stride)
         self.C, self.stride, self.affine = C, stride, affine
 
+    def build(self, input_shape):
+        self.built = True  # sub-layers build on first call
+
     def get_config(self):
         return {**super().get_config(), "C": self.C, "stride": self.stride, "affine": self.affine}
 

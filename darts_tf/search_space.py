@@ -29,6 +29,9 @@ class MixedOp(layers.Layer):
                 op = keras.Sequential([op, batch_norm(affine=False)])
             self.candidates.append(op)
 
+    def build(self, input_shape):
+        self.built = True  # candidates build on first call
+
     def call(self, x, weights, training=False):
         out = None
         for i, (name, op) in enumerate(zip(self.primitives, self.candidates)):
@@ -59,6 +62,9 @@ class SearchCell(layers.Layer):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(C, stride, self.primitives))
+
+    def build(self, *args, **kwargs):
+        self.built = True  # children build on first call (their input shapes depend on the graph)
 
     def call(self, s0, s1, weights, training=False):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]

@@ -67,13 +67,14 @@ def variational_mask(shape, rate: float, seed_generator, dtype="float32"):
     return ops.cast(noise < keep, dtype) / keep
 
 
-def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = ()):
+def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_padding: bool = True):
     """The time loop: ``h_t = m_t * h_new + (1 - m_t) * h_{t-1}`` with ``h_new, aux_inc = step_fn(x_proj_t, h_{t-1})``.
 
     ``x_proj`` [T, B, K] and ``step_mask`` [T, B, 1] are time-major; ``aux`` accumulators (e.g. BatchNorm moments)
     add ``aux_inc`` weighted by the fraction of real rows at that step. One ``tf.while_loop`` over
     ``TensorArray``s (gradients, including second order, stay O(T)); a static T gives a fixed trip count for XLA;
-    steps whose mask is all zero skip the cell (``tf.cond``).
+    with ``skip_padding`` steps whose mask is all zero skip the cell (``tf.cond``: ~1.5x faster on the reference's
+    variable-length windows padded to bptt + 20, at about twice the graph-building time).
     Returns (states [T, B, H], last state [B, H], aux).
     """
     steps = x_proj.shape[0]
@@ -87,8 +88,11 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = ()):
         m = m_ta.read(t)
         x_t = x_ta.read(t)
         # Steps where every row is padding (the tail of a variable-length window) skip the cell's compute.
-        h_new, aux_inc = tf.cond(tf.reduce_any(m > 0), lambda: step_fn(x_t, h),
-                                 lambda: (h, tuple(tf.zeros_like(a) for a in aux)))
+        if skip_padding:
+            h_new, aux_inc = tf.cond(tf.reduce_any(m > 0), lambda: step_fn(x_t, h),
+                                     lambda: (h, tuple(tf.zeros_like(a) for a in aux)))
+        else:
+            h_new, aux_inc = step_fn(x_t, h)
         h = m * h_new + (1.0 - m) * h
         weight = tf.reduce_mean(m)
         aux = tuple(a + weight * inc for a, inc in zip(aux, aux_inc))
@@ -109,8 +113,9 @@ class RecurrentCellBase(keras.layers.Layer):
     """
 
     def __init__(self, units: int, dropoutx: float = 0.0, dropouth: float = 0.0, init_range: float = INIT_RANGE,
-                 seed: Optional[int] = None, **kwargs):
+                 seed: Optional[int] = None, skip_padding: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.skip_padding = bool(skip_padding)
         if int(units) <= 0:
             raise ValueError(f"units must be a positive integer. Received: units={units}")
         self.units = int(units)
@@ -173,7 +178,7 @@ class RecurrentCellBase(keras.layers.Layer):
             return self._nodes(self._init_state(x_proj_t, h_prev, h_mask), h_mask, training, **cell_args)
 
         states, last, aux = run_recurrence(step, x_proj, mask_tm, ops.cast(hidden, inputs.dtype),
-                                              self._initial_aux(training))
+                                              self._initial_aux(training), skip_padding=self.skip_padding)
         real_steps = ops.maximum(ops.sum(mask_tm) / ops.cast(batch, mask_tm.dtype), 1.0)
         self._finish_aux(aux, training, real_steps)
         return ops.transpose(states, (1, 0, 2)), last
@@ -184,7 +189,7 @@ class RecurrentCellBase(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(units=self.units, dropoutx=self.dropoutx, dropouth=self.dropouth, init_range=self.init_range,
-                      seed=self.seed)
+                      seed=self.seed, skip_padding=self.skip_padding)
         return config
 
 
@@ -194,8 +199,9 @@ class DARTSCell(RecurrentCellBase):
 
     def __init__(self, units: int, genotype: Union[str, Dict[str, Any], RecurrentGenotype] = "DARTS_V2",
                  dropoutx: float = 0.0, dropouth: float = 0.0, init_range: float = INIT_RANGE,
-                 seed: Optional[int] = None, **kwargs):
-        super().__init__(units, dropoutx=dropoutx, dropouth=dropouth, init_range=init_range, seed=seed, **kwargs)
+                 seed: Optional[int] = None, skip_padding: bool = True, **kwargs):
+        super().__init__(units, dropoutx=dropoutx, dropouth=dropouth, init_range=init_range, seed=seed,
+                         skip_padding=skip_padding, **kwargs)
         self.genotype = as_recurrent_genotype(genotype)
 
     @property
@@ -226,8 +232,9 @@ class RNNSearchCell(RecurrentCellBase):
 
     def __init__(self, units: int, steps: int = RNN_STEPS, dropoutx: float = 0.0, dropouth: float = 0.0,
                  init_range: float = INIT_RANGE, primitives: Sequence[str] = RNN_PRIMITIVES,
-                 seed: Optional[int] = None, **kwargs):
-        super().__init__(units, dropoutx=dropoutx, dropouth=dropouth, init_range=init_range, seed=seed, **kwargs)
+                 seed: Optional[int] = None, skip_padding: bool = True, **kwargs):
+        super().__init__(units, dropoutx=dropoutx, dropouth=dropouth, init_range=init_range, seed=seed,
+                         skip_padding=skip_padding, **kwargs)
         if int(steps) <= 0:
             raise ValueError(f"steps must be a positive integer. Received: steps={steps}")
         self.steps = int(steps)

@@ -1,0 +1,49 @@
+"""darts-search: DARTS architecture search for a convolutional cell (paper sect. 3.1.1; reference train_search.py).
+
+    darts-search --output_dir runs/search --dataset cifar10 --arch_mode second_order_exact
+    darts-search --output_dir runs/rs --random_search_samples 24      # the random-search baseline
+
+Writes the genotype after every epoch, the final genotype/alphas, alpha history, TensorBoard logs and a
+checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.search_runner for the layout.
+"""
+
+from absl import app, flags, logging
+
+from darts_tf.bilevel import ARCH_MODES
+from darts_tf.cli import common
+from darts_tf.search_runner import SearchConfig, run_cnn_search, run_random_search
+
+common.define_flags_from_dataclass(SearchConfig, {
+    "output_dir": "Directory for genotypes, alphas, TensorBoard logs and checkpoints (required).",
+    "dataset": "cifar10, cifar100, digits (offline, ships with scikit-learn) or any tfds image dataset.",
+    "data_dir": "tfds data directory (default: tfds' own).",
+    "download": "Let tfds download the dataset if it is not prepared in --data_dir.",
+    "train_portion": "Share of the training split that trains w; the rest trains alpha.",
+    "arch_mode": f"Architecture gradient: {', '.join(ARCH_MODES)}.",
+    "xi": "Unrolled step size for the second-order modes (default: the current weight learning rate).",
+    "resume": "Continue the run in --output_dir from its last finished epoch.",
+    "deterministic": "Enable TensorFlow op determinism (bitwise-reproducible on CPU).",
+})
+flags.DEFINE_integer("random_search_samples", 0, "If > 0, run the random-search baseline instead: sample this many "
+                     "genotypes uniformly from the same space.")
+
+
+def main(argv):
+    del argv
+    flags_ = flags.FLAGS
+    if flags_.random_search_samples:
+        if not flags_.output_dir:
+            raise ValueError("--output_dir is required.")
+        result = run_random_search(flags_.output_dir, "cnn", flags_.random_search_samples, flags_.seed)
+    else:
+        result = run_cnn_search(common.config_from_flags(SearchConfig))
+    logging.info("genotype: %s", result["genotype"])
+    print(result["genotype_path"])
+
+
+def run():
+    app.run(lambda argv: common.run_main(lambda: main(argv)))
+
+
+if __name__ == "__main__":
+    run()
