@@ -129,14 +129,16 @@ class RecurrentCellBase(keras.layers.Layer):
     def num_nodes(self) -> int:
         raise NotImplementedError
 
-    def _initializer(self):
-        return keras.initializers.RandomUniform(-self.init_range, self.init_range)
+    def _initializer(self, index: int):
+        """uniform(-init_range, init_range); with a seed, a distinct derived seed per matrix (reproducible)."""
+        seed = None if self.seed is None else int(self.seed) * 1009 + index
+        return keras.initializers.RandomUniform(-self.init_range, self.init_range, seed=seed)
 
     def build(self, input_shape):
         self.input_dim = int(input_shape[-1])
-        self.w0 = self.add_weight(shape=(self.input_dim + self.units, 2 * self.units), initializer=self._initializer(),
+        self.w0 = self.add_weight(shape=(self.input_dim + self.units, 2 * self.units), initializer=self._initializer(0),
                                   name="w0")
-        self.node_kernels = [self.add_weight(shape=(self.units, 2 * self.units), initializer=self._initializer(),
+        self.node_kernels = [self.add_weight(shape=(self.units, 2 * self.units), initializer=self._initializer(i + 1),
                                              name=f"w{i + 1}") for i in range(self.num_nodes)]
 
     def _initial_aux(self, training) -> Tuple:

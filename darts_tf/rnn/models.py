@@ -76,7 +76,8 @@ class TiedEmbedding(keras.layers.Layer):
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(shape=(self.vocab_size, self.output_dim), name="embeddings",
-                                          initializer=keras.initializers.RandomUniform(-self.init_range, self.init_range))
+                                          initializer=keras.initializers.RandomUniform(-self.init_range, self.init_range,
+                                                                                       seed=self.seed))
         self.bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="decoder_bias")
 
     def call(self, tokens, training=False):
@@ -292,6 +293,17 @@ class RNNModel(_LanguageModelForward, keras.Model):
         self.grad_clip, self.weight_decay, self.bptt = float(grad_clip), float(weight_decay), int(bptt)
         self.tar_beta = float(tar_beta)
         self.optimizer.build(self.trainable_variables)
+
+    def get_compile_config(self):
+        if self.optimizer is None:
+            return None
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer), "grad_clip": self.grad_clip,
+                "weight_decay": self.weight_decay, "bptt": self.bptt, "tar_beta": self.tar_beta}
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        optimizer = keras.saving.deserialize_keras_object(config.pop("optimizer"))
+        self.compile(optimizer=optimizer, **config)
 
     @property
     def metrics(self):
