@@ -8,10 +8,15 @@ An export directory (this module is its one writer and one reader)::
     genotype.json                     the network's genotype
     metadata.json                     image shape, normalisation, class names, run metadata
 
-Normalisation ((x / 255 - mean) / std) happens inside the graph, so clients send raw pixels. The image shape
-is checked statically: the signature's input is fixed to [None, H, W, C] uint8, so TensorFlow refuses any
-other shape or dtype before the graph runs; `Predictor` checks first and raises a ValueError that names the
-expected shape. Drop-path and the auxiliary head are training-only, so the exported graph is deterministic.
+Normalisation ((x / 255 - mean) / std) happens inside the graph, so clients send raw pixels.
+
+Image shape checks: a restored SavedModel signature does not enforce the shape in its TensorSpec (a
+[None, 8, 8, 1] signature silently runs on 9x9 images), so the signature takes uint8 of any shape and the
+graph asserts (tf.debugging.Assert) that it is [N, H, W, C] before anything else runs; a wrong shape fails
+with InvalidArgumentError "expected images of shape (H, W, C) ... received shape [...]". The expected shape
+is saved in the SavedModel (variable `image_shape`) and in metadata.json. `Predictor` checks in Python first
+and raises a ValueError naming the expected shape. Drop-path and the auxiliary head are training-only, so
+the exported graph is deterministic.
 """
 
 from __future__ import annotations
@@ -44,12 +49,22 @@ class ServingModule(tf.Module):
         channels = int(image_shape[-1])
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean and std need one value per channel ({channels}). Received: mean={tuple(mean)}, std={tuple(std)}")
+        self._shape = tuple(int(d) for d in image_shape)
         self._mean = tf.constant(np.asarray(mean, np.float32).reshape(1, 1, 1, channels))
         self._std = tf.constant(np.asarray(std, np.float32).reshape(1, 1, 1, channels))
-        spec = tf.TensorSpec([None, *[int(d) for d in image_shape]], tf.uint8, name=INPUT_KEY)
+        self.image_shape = tf.Variable(self._shape, dtype=tf.int32, trainable=False, name="image_shape")
+        spec = tf.TensorSpec(None, tf.uint8, name=INPUT_KEY)  # any shape: checked by the assert below
         self.serve = tf.function(self._serve, input_signature=[spec])
 
     def _serve(self, images):
+        shape = tf.shape(images)
+        expected = tf.constant(self._shape, tf.int32)
+        ok = tf.cond(tf.equal(tf.size(shape), 4), lambda: tf.reduce_all(tf.equal(shape[1:], expected)),
+                     lambda: tf.constant(False))
+        check = tf.debugging.Assert(ok, [f"expected images of shape {self._shape} (uint8 [N, "
+                                         f"{', '.join(map(str, self._shape))}]); received shape", shape], summarize=8)
+        with tf.control_dependencies([check]):
+            images = tf.ensure_shape(tf.identity(images), (None,) + self._shape)
         x = (tf.cast(images, tf.float32) / 255.0 - self._mean) / self._std
         logits = self.model(x, training=False)
         return {OUTPUT_KEY: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
@@ -109,8 +124,7 @@ class Predictor:
         self.export_dir = export_dir
         self._loaded = tf.saved_model.load(export_dir)
         self._fn = self._loaded.signatures[SIGNATURE_KEY]
-        spec = self._fn.structured_input_signature[1][INPUT_KEY]
-        self.image_shape: Tuple[int, ...] = tuple(int(d) for d in spec.shape[1:])
+        self.image_shape: Tuple[int, ...] = tuple(int(d) for d in self._loaded.image_shape.numpy())
         path = os.path.join(export_dir, METADATA_FILE)
         self.metadata: Dict[str, Any] = {}
         if os.path.isfile(path):
