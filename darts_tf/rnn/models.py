@@ -133,9 +133,10 @@ class CarriedHiddenState:
     def assign(self, stream: str, value) -> None:
         self._vars[stream].assign(tf.stop_gradient(tf.cast(value, tf.float32)))
 
-    def reset(self, stream: Optional[str] = None) -> None:
+    def reset(self, stream: Optional[str] = None, batch_size: int = 0) -> None:
+        """Zeros; give the batch size before an XLA-compiled ``fit`` (XLA cannot change a variable's shape)."""
         for s in ([stream] if stream else list(self._vars)):
-            self._vars[s].assign(tf.zeros([0, self.units]))
+            self._vars[s].assign(tf.zeros([batch_size, self.units]))
 
 
 def _batch_mask(batch):

@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from darts_tf import checkpoint
 from darts_tf.data.text import batchify, lm_dataset
-from darts_tf.rnn.models import EVAL, RNNModel, masked_cross_entropy
+from darts_tf.bilevel import TRAIN
+from darts_tf.rnn.models import RNNModel, masked_cross_entropy
 
 BEST_WEIGHTS_FILE = "best.weights.h5"
 
@@ -288,8 +289,9 @@ def train(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config:
     epochs = int(epochs or config.epochs)
     train_batched = batchify(train_ids, config.batch_size)
     valid_batched = batchify(valid_ids, config.eval_batch_size)
-    if model.optimizer is None:
-        raise ValueError("Compile the model first: darts_tf.rnn.training.compile_model(model, config).")
+    if not isinstance(getattr(model, "optimizer", None), AveragedSGD):
+        raise ValueError("Compile the model with an AveragedSGD optimizer first (the ASGD switch needs it): "
+                         "darts_tf.rnn.training.compile_model(model, config).")
     meta: Dict[str, Any] = {"epochs_done": 0, "val_losses": [], "best_val_loss": float("inf")}
     if resume and output_dir and checkpoint.has_state(output_dir):
         meta.update(checkpoint.restore_state(output_dir, model, [model.optimizer]))
@@ -305,7 +307,7 @@ def train(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config:
     if initial_epoch < epochs:
         dataset, steps = lm_dataset(train_batched, config.bptt, seed=config.seed, initial_epoch=initial_epoch,
                                     epochs=epochs, max_seq_len_delta=config.max_seq_len_delta)
-        model.carried.reset()
+        model.carried.reset(TRAIN, batch_size=config.batch_size)
         fit = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                         callbacks=all_callbacks, verbose=verbose)
         history = {k: [float(x) for x in v] for k, v in fit.history.items()}

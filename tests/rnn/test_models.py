@@ -89,13 +89,13 @@ def _search_batch(vocab=16, batch=8, bptt=6):
     return dataset, next(iter(dataset))
 
 
-def _search_net(mode, vocab=16, **kwargs):
+def _search_net(mode, vocab=16, run_eagerly=True):
     keras.utils.set_random_seed(0)
-    net = RNNSearchNetwork(vocab, units=12, steps=kwargs.pop("steps", 3), arch_mode=mode, seed=0, dropout=0.2,
-                           dropouth=0.1, dropoutx=0.2, dropouti=0.1, **kwargs)
+    net = RNNSearchNetwork(vocab, units=12, steps=3, arch_mode=mode, seed=0, dropout=0.2, dropouth=0.1, dropoutx=0.2,
+                           dropouti=0.1)
     net.build()
     net.compile(optimizer=keras.optimizers.SGD(1.0), arch_optimizer=keras.optimizers.Adam(3e-3, 0.9, 0.999),
-                run_eagerly=kwargs.get("run_eagerly", True))
+                run_eagerly=run_eagerly)
     return net
 
 
