@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import keras
 
 from darts_tf.genotypes import RNN_GENOTYPES, RecurrentGenotype
 from darts_tf.rnn.cells import DARTSCell, RNNSearchCell, num_search_edges

@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from darts_tf.data.text import batchify, lm_dataset, lm_search_dataset
-from darts_tf.genotypes import RNN_GENOTYPES, RecurrentGenotype
+from darts_tf.genotypes import RecurrentGenotype
 from darts_tf.rnn.models import RNNModel, RNNSearchNetwork, masked_mean_cross_entropy, temporal_activation_penalty
 
 MODES = ("first_order", "second_order_exact", "second_order_fd")
