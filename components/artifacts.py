@@ -1,0 +1,533 @@
+"""The pipeline's artifact types: each is a directory with a documented layout and one `artifact.json`.
+
+This module is the only one that knows the file names inside an artifact; stages call one writer and one
+reader per type. Every writer builds the artifact in a temporary sibling directory, verifies it with the
+type's reader, and only then renames it into place, so a later stage never sees half-written output. Every
+reader raises `ArtifactError` naming the reading stage and the artifact path when the directory is missing,
+of the wrong type, or its contents fail validation.
+
+Layouts (``artifact.json`` in every one: ``{"type", "version", "stage", ...type metadata}``)::
+
+    Dataset       images: train.npz, test.npz (uint8 NHWC `images`, int64 `labels`)
+                  text:   train.txt, valid.txt, test.txt
+                  metadata: kind, name, splits {split: {size, sha256}}, dataset_hash (+ image stats)
+    SearchRun     alphas.npz (final alphas by name), genotype.json (as the search derived it, with lineage),
+                  search/ (the search runner's output directory: per-epoch genotypes, alpha history,
+                  metrics.json, tensorboard/), metadata: kind, seed, primitives, lineage
+    Genotype      genotype.json (the genotype + "metadata": lineage: search, seed, flags, dataset hash)
+    CellPictures  normal.{dot,png,pdf}, reduction.{dot,png,pdf} (CNN) or recurrent.{dot,png,pdf} (RNN)
+    Model         run/ (the trainer's output directory: model.keras, tensorboard/, ...),
+                  saved_model/ (CNN: the serving SavedModel), genotype.json, metrics.json
+    Metrics       metrics.json (a flat or nested JSON object), tensorboard/ when the stage logs any
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from darts_tf import genotypes as gt
+
+FORMAT_VERSION = 1
+METADATA_FILE = "artifact.json"
+
+DATASET = "Dataset"
+SEARCH_RUN = "SearchRun"
+GENOTYPE = "Genotype"
+CELL_PICTURES = "CellPictures"
+MODEL = "Model"
+METRICS = "Metrics"
+ARTIFACT_TYPES = (DATASET, SEARCH_RUN, GENOTYPE, CELL_PICTURES, MODEL, METRICS)
+
+IMAGE_SPLITS = ("train", "test")
+TEXT_SPLITS = ("train", "valid", "test")
+_GENOTYPE_FILE = "genotype.json"
+_ALPHAS_FILE = "alphas.npz"
+_SEARCH_DIR = "search"
+_METRICS_FILE = "metrics.json"
+_TENSORBOARD_DIR = "tensorboard"
+_RUN_DIR = "run"
+_SAVED_MODEL_DIR = "saved_model"
+LINEAGE_KEYS = ("stage", "search_uri", "seed", "flags", "dataset_hash")
+
+
+class ArtifactError(ValueError):
+    """An artifact that is missing, of the wrong type, or whose contents fail validation."""
+
+    def __init__(self, stage: str, path: str, problem: str):
+        self.stage, self.path, self.problem = stage, path, problem
+        super().__init__(f"[stage '{stage}'] artifact {path!r}: {problem}")
+
+
+# --------------------------------------------------------------------------------------------- common
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _write_json(path: str, data: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True, default=_json_default)
+        f.write("\n")
+
+
+def _read_json(stage: str, artifact: str, path: str) -> Any:
+    if not os.path.isfile(path):
+        raise ArtifactError(stage, artifact, f"missing file {os.path.basename(path)!r}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(stage, artifact, f"{os.path.basename(path)} is not valid JSON ({e})") from e
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_arrays(*arrays: np.ndarray) -> str:
+    """A hash of array contents, shapes and dtypes (independent of the npz container's zip metadata)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _combined_hash(split_hashes: Dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(split_hashes, sort_keys=True).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _atomic_directory(path: str, verify: Callable[[str], Any]) -> Iterator[str]:
+    """Yields a temporary directory beside `path`; on success verifies it and renames it to `path`.
+
+    An existing `path` (e.g. the empty directory an orchestrator created) is replaced only after the
+    new content verified. On any error the temporary directory is removed and `path` is left as it was.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(path)}-")
+    try:
+        yield tmp
+        verify(tmp)
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".old-{os.path.basename(path)}-")
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            if os.path.isdir(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.remove(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_metadata(directory: str, type_name: str, stage: str, metadata: Dict[str, Any]) -> None:
+    _write_json(os.path.join(directory, METADATA_FILE),
+                {**metadata, "type": type_name, "version": FORMAT_VERSION, "stage": stage})
+
+
+def read_metadata(path: str, type_name: str, stage: str) -> Dict[str, Any]:
+    """The `artifact.json` of the artifact at `path`, checked to be of `type_name`."""
+    if not os.path.isdir(path):
+        raise ArtifactError(stage, path, f"is not a directory; expected a {type_name} artifact written by this "
+                                         f"pipeline's stages")
+    meta = _read_json(stage, path, os.path.join(path, METADATA_FILE))
+    if not isinstance(meta, dict) or meta.get("type") != type_name:
+        found = meta.get("type") if isinstance(meta, dict) else type(meta).__name__
+        raise ArtifactError(stage, path, f"is a {found!r} artifact; expected {type_name!r}")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ArtifactError(stage, path, f"has format version {meta.get('version')!r}; this code reads "
+                                         f"version {FORMAT_VERSION}")
+    return meta
+
+
+def _require(stage: str, path: str, *names: str) -> None:
+    missing = [n for n in names if not os.path.exists(os.path.join(path, n))]
+    if missing:
+        raise ArtifactError(stage, path, f"missing {', '.join(repr(m) for m in missing)}")
+
+
+# --------------------------------------------------------------------------------------------- Dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetArtifact:
+    path: str
+    metadata: Dict[str, Any]
+
+    @property
+    def kind(self) -> str:  # 'images' or 'text'
+        return self.metadata["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def dataset_hash(self) -> str:
+        return self.metadata["dataset_hash"]
+
+    def image_data(self):
+        """The images as a `darts_tf.data.images.ImageData` (train and test splits)."""
+        from darts_tf.data.images import ImageData
+
+        if self.kind != "images":
+            raise ValueError(f"Dataset artifact {self.path!r} holds {self.kind}, not images.")
+        arrays = {}
+        for split in IMAGE_SPLITS:
+            with np.load(os.path.join(self.path, f"{split}.npz")) as data:
+                arrays[split] = (data["images"], data["labels"])
+        m = self.metadata
+        return ImageData(arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1],
+                         int(m["num_classes"]), m["name"], tuple(m["mean"]), tuple(m["std"]))
+
+    @property
+    def corpus_dir(self) -> str:
+        """The directory holding train.txt, valid.txt, test.txt (`darts_tf.data.text.Corpus.from_directory`)."""
+        if self.kind != "text":
+            raise ValueError(f"Dataset artifact {self.path!r} holds {self.kind}, not text.")
+        return self.path
+
+
+def write_image_dataset(path: str, data, stage: str = "ingest") -> DatasetArtifact:
+    """Writes an `ImageData`'s train/test splits as uint8/int64 npz files with their sizes and hashes."""
+    def verify(d):
+        return read_dataset(d, stage, verify_hashes=True)
+
+    with _atomic_directory(path, verify) as tmp:
+        splits = {}
+        for split, (x, y) in {"train": (data.train_images, data.train_labels),
+                              "test": (data.test_images, data.test_labels)}.items():
+            x, y = np.asarray(x, np.uint8), np.asarray(y, np.int64)
+            np.savez(os.path.join(tmp, f"{split}.npz"), images=x, labels=y)
+            splits[split] = {"size": int(len(x)), "sha256": sha256_arrays(x, y)}
+        _write_metadata(tmp, DATASET, stage, {
+            "kind": "images", "name": data.name, "splits": splits, "dataset_hash": _combined_hash(
+                {k: v["sha256"] for k, v in splits.items()}),
+            "num_classes": int(data.num_classes), "image_shape": list(data.image_shape),
+            "mean": [float(m) for m in data.mean], "std": [float(s) for s in data.std]})
+    return read_dataset(path, stage)
+
+
+def write_text_dataset(path: str, corpus_dir: str, name: str, stage: str = "ingest",
+                       extra: Optional[Dict[str, Any]] = None) -> DatasetArtifact:
+    """Copies a corpus directory's train/valid/test.txt, recording token counts and hashes."""
+    def verify(d):
+        return read_dataset(d, stage, verify_hashes=True)
+
+    with _atomic_directory(path, verify) as tmp:
+        splits = {}
+        for split in TEXT_SPLITS:
+            src = os.path.join(corpus_dir, f"{split}.txt")
+            if not os.path.isfile(src):
+                raise FileNotFoundError(f"Corpus file {src!r} is missing; a text corpus directory holds "
+                                        f"train.txt, valid.txt and test.txt.")
+            dst = os.path.join(tmp, f"{split}.txt")
+            shutil.copyfile(src, dst)
+            with open(dst, encoding="utf-8") as f:
+                tokens = sum(len(line.split()) + 1 for line in f)  # + <eos> per line, as the corpus reader
+            splits[split] = {"size": tokens, "sha256": sha256_file(dst)}
+        _write_metadata(tmp, DATASET, stage, {
+            "kind": "text", "name": name, "splits": splits, "size_unit": "tokens",
+            "dataset_hash": _combined_hash({k: v["sha256"] for k, v in splits.items()}), **(extra or {})})
+    return read_dataset(path, stage)
+
+
+def read_dataset(path: str, stage: str, verify_hashes: bool = False) -> DatasetArtifact:
+    meta = read_metadata(path, DATASET, stage)
+    kind = meta.get("kind")
+    if kind == "images":
+        files = [f"{s}.npz" for s in IMAGE_SPLITS]
+    elif kind == "text":
+        files = [f"{s}.txt" for s in TEXT_SPLITS]
+    else:
+        raise ArtifactError(stage, path, f"unknown dataset kind {kind!r}; expected 'images' or 'text'")
+    _require(stage, path, *files)
+    if verify_hashes:
+        for split, info in meta["splits"].items():
+            if kind == "images":
+                with np.load(os.path.join(path, f"{split}.npz")) as data:
+                    found = sha256_arrays(data["images"], data["labels"])
+            else:
+                found = sha256_file(os.path.join(path, f"{split}.txt"))
+            if found != info["sha256"]:
+                raise ArtifactError(stage, path, f"split {split!r} does not match its recorded sha256")
+    return DatasetArtifact(path, meta)
+
+
+# --------------------------------------------------------------------------------------------- SearchRun
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRunArtifact:
+    path: str
+    metadata: Dict[str, Any]
+
+    @property
+    def kind(self) -> str:  # 'cnn' or 'rnn'
+        return self.metadata["kind"]
+
+    @property
+    def primitives(self) -> List[str]:
+        return list(self.metadata["primitives"])
+
+    @property
+    def lineage(self) -> Dict[str, Any]:
+        return dict(self.metadata["lineage"])
+
+    def alphas(self) -> Dict[str, np.ndarray]:
+        with np.load(os.path.join(self.path, _ALPHAS_FILE)) as data:
+            return {k: data[k] for k in data.files}
+
+    @property
+    def genotype_path(self) -> str:
+        return os.path.join(self.path, _GENOTYPE_FILE)
+
+    @property
+    def metrics(self) -> Dict[str, Any]:
+        with open(os.path.join(self.path, _SEARCH_DIR, _METRICS_FILE)) as f:
+            return json.load(f)
+
+
+@contextlib.contextmanager
+def search_run_writer(path: str, stage: str = "search") -> Iterator[str]:
+    """Yields the directory for the search runner's output (``search/``); on exit it must hold alphas.npz,
+    genotype.json and metrics.json. Call `finish_search_run` inside the block to publish the metadata."""
+    def verify(d):
+        return read_search_run(d, stage)
+
+    with _atomic_directory(path, verify) as tmp:
+        yield tmp
+
+
+def search_output_dir(writer_dir: str) -> str:
+    """Where the search runner writes inside a `search_run_writer` directory."""
+    return os.path.join(writer_dir, _SEARCH_DIR)
+
+
+def finish_search_run(writer_dir: str, kind: str, primitives: Sequence[str], lineage: Dict[str, Any],
+                      alphas: Dict[str, np.ndarray], genotype: gt.AnyGenotype, stage: str = "search") -> None:
+    np.savez(os.path.join(writer_dir, _ALPHAS_FILE), **{k: np.asarray(v) for k, v in alphas.items()})
+    gt.save_genotype(genotype, os.path.join(writer_dir, _GENOTYPE_FILE), lineage)
+    _write_metadata(writer_dir, SEARCH_RUN, stage, {"kind": kind, "primitives": list(primitives),
+                                                    "lineage": lineage})
+
+
+def read_search_run(path: str, stage: str) -> SearchRunArtifact:
+    meta = read_metadata(path, SEARCH_RUN, stage)
+    _require(stage, path, _ALPHAS_FILE, _GENOTYPE_FILE, os.path.join(_SEARCH_DIR, _METRICS_FILE))
+    if meta.get("kind") not in ("cnn", "rnn"):
+        raise ArtifactError(stage, path, f"unknown search kind {meta.get('kind')!r}; expected 'cnn' or 'rnn'")
+    try:
+        gt.load_genotype_file(os.path.join(path, _GENOTYPE_FILE), kind=meta["kind"])
+    except gt.GenotypeError as e:
+        raise ArtifactError(stage, path, f"genotype.json fails validation: {e}") from e
+    return SearchRunArtifact(path, meta)
+
+
+# --------------------------------------------------------------------------------------------- Genotype
+
+
+@dataclasses.dataclass(frozen=True)
+class GenotypeArtifact:
+    path: str
+    genotype: gt.AnyGenotype
+    lineage: Dict[str, Any]
+
+    @property
+    def json_path(self) -> str:
+        """The genotype JSON file (what `darts_tf.training` and the RNN trainer take as `genotype`)."""
+        return os.path.join(self.path, _GENOTYPE_FILE)
+
+
+def write_genotype(path: str, genotype: gt.AnyGenotype, lineage: Dict[str, Any], stage: str) -> GenotypeArtifact:
+    """Writes a genotype with its lineage (which search, seed, flags, dataset hash; see LINEAGE_KEYS)."""
+    missing = [k for k in LINEAGE_KEYS if k not in lineage]
+    if missing:
+        raise ValueError(f"Genotype lineage needs {', '.join(LINEAGE_KEYS)}. Missing: {', '.join(missing)}")
+
+    def verify(d):
+        return read_genotype(d, stage)
+
+    with _atomic_directory(path, verify) as tmp:
+        gt.save_genotype(genotype, os.path.join(tmp, _GENOTYPE_FILE), lineage)
+        _write_metadata(tmp, GENOTYPE, stage, {"kind": genotype.kind})
+    return read_genotype(path, stage)
+
+
+def read_genotype(path: str, stage: str) -> GenotypeArtifact:
+    meta = read_metadata(path, GENOTYPE, stage)
+    data = _read_json(stage, path, os.path.join(path, _GENOTYPE_FILE))
+    try:
+        genotype = gt.genotype_from_dict(data, kind=meta.get("kind"))
+    except gt.GenotypeError as e:
+        raise ArtifactError(stage, path, f"genotype.json fails validation: {e}") from e
+    lineage = data.get("metadata") or {}
+    missing = [k for k in LINEAGE_KEYS if k not in lineage]
+    if missing:
+        raise ArtifactError(stage, path, f"genotype.json lacks lineage {', '.join(missing)}")
+    return GenotypeArtifact(path, genotype, lineage)
+
+
+# --------------------------------------------------------------------------------------------- CellPictures
+
+
+@dataclasses.dataclass(frozen=True)
+class CellPicturesArtifact:
+    path: str
+    files: List[str]  # names inside `path`
+
+    def paths(self, ext: str) -> List[str]:
+        return [os.path.join(self.path, f) for f in self.files if f.endswith("." + ext)]
+
+
+def write_cell_pictures(path: str, genotype: gt.AnyGenotype, stage: str = "derive",
+                        formats: Sequence[str] = ("png", "pdf")) -> CellPicturesArtifact:
+    from darts_tf.visualize import plot_genotype
+
+    def verify(d):
+        return read_cell_pictures(d, stage)
+
+    with _atomic_directory(path, verify) as tmp:
+        written = plot_genotype(genotype, tmp, formats)
+        _write_metadata(tmp, CELL_PICTURES, stage, {"files": sorted(os.path.basename(p) for p in written),
+                                                    "genotype": genotype.to_dict()})
+    return read_cell_pictures(path, stage)
+
+
+def read_cell_pictures(path: str, stage: str) -> CellPicturesArtifact:
+    meta = read_metadata(path, CELL_PICTURES, stage)
+    files = list(meta.get("files") or [])
+    _require(stage, path, *files)
+    empty = [f for f in files if os.path.getsize(os.path.join(path, f)) == 0]
+    if empty:
+        raise ArtifactError(stage, path, f"empty picture(s) {', '.join(empty)}")
+    return CellPicturesArtifact(path, files)
+
+
+# --------------------------------------------------------------------------------------------- Model
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelArtifact:
+    path: str
+    metadata: Dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.metadata["kind"]
+
+    @property
+    def run_dir(self) -> str:
+        """The trainer's output directory (model.keras, tensorboard/, ... in the trainer's own layout)."""
+        return os.path.join(self.path, _RUN_DIR)
+
+    @property
+    def saved_model_dir(self) -> Optional[str]:
+        d = os.path.join(self.path, _SAVED_MODEL_DIR)
+        return d if os.path.isdir(d) else None
+
+    @property
+    def genotype_path(self) -> str:
+        return os.path.join(self.path, _GENOTYPE_FILE)
+
+    @property
+    def metrics(self) -> Dict[str, Any]:
+        with open(os.path.join(self.path, _METRICS_FILE)) as f:
+            return json.load(f)
+
+
+@contextlib.contextmanager
+def model_writer(path: str, stage: str) -> Iterator[str]:
+    """Yields the temporary artifact directory; train into `run_dir_of(d)`, then call `finish_model`."""
+    def verify(d):
+        return read_model(d, stage)
+
+    with _atomic_directory(path, verify) as tmp:
+        yield tmp
+
+
+def run_dir_of(writer_dir: str) -> str:
+    return os.path.join(writer_dir, _RUN_DIR)
+
+
+def saved_model_dir_of(writer_dir: str) -> str:
+    return os.path.join(writer_dir, _SAVED_MODEL_DIR)
+
+
+def finish_model(writer_dir: str, kind: str, genotype: gt.AnyGenotype, lineage: Dict[str, Any],
+                 metrics: Dict[str, Any], stage: str) -> None:
+    gt.save_genotype(genotype, os.path.join(writer_dir, _GENOTYPE_FILE), lineage)
+    _write_json(os.path.join(writer_dir, _METRICS_FILE), metrics)
+    _write_metadata(writer_dir, MODEL, stage, {"kind": kind, "has_saved_model": os.path.isdir(
+        saved_model_dir_of(writer_dir))})
+
+
+def read_model(path: str, stage: str) -> ModelArtifact:
+    meta = read_metadata(path, MODEL, stage)
+    _require(stage, path, _RUN_DIR, _GENOTYPE_FILE, _METRICS_FILE)
+    if meta.get("has_saved_model"):
+        _require(stage, path, os.path.join(_SAVED_MODEL_DIR, "saved_model.pb"))
+    return ModelArtifact(path, meta)
+
+
+# --------------------------------------------------------------------------------------------- Metrics
+
+
+def tensorboard_dir_of(writer_dir: str) -> str:
+    return os.path.join(writer_dir, _TENSORBOARD_DIR)
+
+
+@contextlib.contextmanager
+def metrics_writer(path: str, stage: str) -> Iterator[str]:
+    """Yields the temporary artifact directory (log TensorBoard to `tensorboard_dir_of(d)`); call
+    `finish_metrics` inside the block."""
+    def verify(d):
+        return read_metrics(d, stage)
+
+    with _atomic_directory(path, verify) as tmp:
+        yield tmp
+
+
+def finish_metrics(writer_dir: str, metrics: Dict[str, Any], stage: str) -> None:
+    _write_json(os.path.join(writer_dir, _METRICS_FILE), metrics)
+    _write_metadata(writer_dir, METRICS, stage, {})
+
+
+def write_metrics(path: str, metrics: Dict[str, Any], stage: str) -> Dict[str, Any]:
+    with metrics_writer(path, stage) as tmp:
+        finish_metrics(tmp, metrics, stage)
+    return read_metrics(path, stage)
+
+
+def read_metrics(path: str, stage: str) -> Dict[str, Any]:
+    read_metadata(path, METRICS, stage)
+    data = _read_json(stage, path, os.path.join(path, _METRICS_FILE))
+    if not isinstance(data, dict):
+        raise ArtifactError(stage, path, "metrics.json must hold a JSON object")
+    return data

@@ -1,0 +1,59 @@
+"""Stage `derive`: a search run's alphas -> the discrete `Genotype` (paper sect. 2.4) with its lineage, and
+Graphviz pictures of its cells (`CellPictures`: normal and reduction, or recurrent; PNG and PDF).
+
+The genotype is derived again from the stored alphas with `darts_tf.genotypes.derive_genotype` and must
+agree with the one the search published: a mismatch means the search artifact is inconsistent.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Tuple
+
+from components import artifacts
+from components.monitoring import log_stage
+
+STAGE = "derive"
+# Spec
+SEARCH_RUN_KEY = "search_run"  # input: SearchRun
+GENOTYPE_KEY = "genotype"  # output: Genotype
+PICTURES_KEY = "pictures"  # output: CellPictures
+INPUTS = {SEARCH_RUN_KEY: artifacts.SEARCH_RUN}
+OUTPUTS = {GENOTYPE_KEY: artifacts.GENOTYPE, PICTURES_KEY: artifacts.CELL_PICTURES}
+PARAMETERS: dict = {}
+
+
+def derive_from_search(search: artifacts.SearchRunArtifact):
+    """The genotype the search run's final alphas encode (top-2 edges per node for CNN, top-1 for RNN)."""
+    from darts_tf import genotypes as gt
+
+    alphas = search.alphas()
+    if search.kind == "cnn":
+        missing = [k for k in ("alpha_normal", "alpha_reduce") if k not in alphas]
+        if missing:
+            raise artifacts.ArtifactError(STAGE, search.path, f"alphas.npz lacks {', '.join(missing)}")
+        return gt.derive_genotype(alphas["alpha_normal"], alphas["alpha_reduce"], k=2, primitives=search.primitives)
+    if len(alphas) != 1:
+        raise artifacts.ArtifactError(STAGE, search.path, f"an RNN search has one alpha; found {sorted(alphas)}")
+    return gt.derive_genotype(next(iter(alphas.values())), None, k=1, primitives=search.primitives)
+
+
+def run(search_run: str, genotype: str, pictures: str
+        ) -> Tuple[artifacts.GenotypeArtifact, artifacts.CellPicturesArtifact]:
+    from darts_tf import genotypes as gt
+
+    search = artifacts.read_search_run(search_run, STAGE)
+    derived = derive_from_search(search)
+    published = gt.load_genotype_file(search.genotype_path, kind=search.kind)
+    if derived != published:
+        raise artifacts.ArtifactError(STAGE, search_run, f"genotype.json ({published}) is not what its alphas "
+                                                         f"encode ({derived})")
+    lineage = {**search.lineage, "stage": STAGE, "search_uri": os.path.abspath(search_run)}
+    genotype_artifact = artifacts.write_genotype(genotype, derived, lineage, STAGE)
+    pictures_artifact = artifacts.write_cell_pictures(pictures, derived, STAGE)
+    log_stage(os.path.join(os.path.dirname(os.path.abspath(pictures)), "tensorboard", STAGE),
+              text={"genotype": gt.genotype_to_json(derived),
+                    "lineage": f"search {lineage['search_uri']}, seed {lineage['seed']}, "
+                               f"dataset {lineage.get('dataset')} ({lineage['dataset_hash'][:16]})"},
+              png_files=pictures_artifact.paths("png"))
+    return genotype_artifact, pictures_artifact

@@ -1,0 +1,145 @@
+"""The stage executors, chained with tiny settings on the offline digits data (about a minute in all)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from components import artifacts, derive, evaluate, ingest, search, select, transfer
+from darts_tf import genotypes as gt
+
+TINY_SEARCH = dict(epochs=1, batch_size=32, layers=3, init_channels=4, nodes=2,
+                   primitives="none,max_pool_3x3,skip_connect,sep_conv_3x3")
+TINY_TRAIN = dict(layers=3, init_channels=4, epochs=1, batch_size=32, cutout_length=0, drop_path_prob=0.0,
+                  auxiliary=False, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("stages")
+
+
+@pytest.fixture(scope="module")
+def dataset(root):
+    return ingest.run(str(root / "ingest" / "dataset"), {"kind": "images", "name": "digits"})
+
+
+@pytest.fixture(scope="module")
+def search_run(root, dataset):
+    return search.run(dataset.path, str(root / "search" / "search_run"), kind="cnn", seed=1, config=TINY_SEARCH,
+                      verbose=0)
+
+
+@pytest.fixture(scope="module")
+def derived(root, search_run):
+    return derive.run(search_run.path, str(root / "derive" / "genotype"), str(root / "derive" / "pictures"))
+
+
+def test_ingest_records_digits_splits(dataset):
+    assert dataset.kind == "images" and dataset.name == "digits"
+    assert dataset.metadata["splits"]["train"]["size"] + dataset.metadata["splits"]["test"]["size"] == 1797
+    artifacts.read_dataset(dataset.path, "test", verify_hashes=True)
+
+
+def test_ingest_rejects_unknown_settings(tmp_path):
+    with pytest.raises(ValueError, match=r"\[stage 'ingest'\] unknown IngestConfig setting\(s\) nmae. Known: kind"):
+        ingest.run(str(tmp_path / "d"), {"nmae": "digits"})
+
+
+def test_search_reads_the_ingested_data_and_writes_alphas_genotype_logs(search_run, dataset):
+    assert search_run.kind == "cnn"
+    alphas = search_run.alphas()
+    assert alphas["alpha_normal"].shape == (5, 4)  # 2 + 3 edges for 2 nodes, 4 primitives
+    lineage = search_run.lineage
+    assert lineage["seed"] == 1 and lineage["dataset_hash"] == dataset.dataset_hash
+    assert lineage["flags"]["init_channels"] == 4
+    assert any(f.startswith("events.") for _, _, files in os.walk(search_run.path) for f in files)
+
+
+def test_derive_writes_a_valid_genotype_with_lineage_and_pictures(derived, search_run):
+    genotype, pictures = derived
+    assert genotype.genotype == gt.load_genotype_file(search_run.genotype_path)
+    assert genotype.lineage["search_uri"] == search_run.path and genotype.lineage["stage"] == "derive"
+    for picture in pictures.paths("png"):
+        with open(picture, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(pictures.paths("pdf")) == 2
+
+
+def test_derive_refuses_alphas_that_disagree_with_the_published_genotype(tmp_path, search_run):
+    import shutil
+
+    copy = str(tmp_path / "search_run")
+    shutil.copytree(search_run.path, copy)
+    alphas = search_run.alphas()
+    alphas["alpha_normal"] = -alphas["alpha_normal"] * 1e3
+    np.savez(os.path.join(copy, "alphas.npz"), **alphas)
+    with pytest.raises(artifacts.ArtifactError, match=r"\[stage 'derive'\].*not what its alphas encode"):
+        derive.run(copy, str(tmp_path / "g"), str(tmp_path / "p"))
+    assert not os.path.exists(tmp_path / "g")
+
+
+def test_select_picks_the_best_on_validation_and_records_the_table(root, dataset, derived):
+    published = gt.CNN_GENOTYPES["DARTS_V2"]
+    other = artifacts.write_genotype(str(root / "other" / "genotype"), published,
+                                     {**derived[0].lineage, "seed": 99}, "derive")
+    logged = {}
+    best, table = select.run(dataset.path, [derived[0].path, other.path], str(root / "select" / "best"),
+                             str(root / "select" / "table"), "cnn", {**TINY_TRAIN, "validation_portion": 0.2},
+                             log_metric=logged.__setitem__)
+    accs = [row["validation_accuracy"] for row in table["candidates"]]
+    assert table["best"] == int(np.argmax(accs)) and len(accs) == 2
+    assert best.lineage["selected_from"] == [derived[0].path, other.path]
+    assert best.genotype == [derived[0], other][table["best"]].genotype
+    assert "best_validation_accuracy" in logged
+    assert artifacts.read_metrics(str(root / "select" / "table"), "test") == json.loads(json.dumps(table))
+
+
+def test_select_refuses_the_test_set(root, dataset, derived):
+    with pytest.raises(ValueError, match="validation_portion must be in"):
+        select.run(dataset.path, [derived[0].path], str(root / "x" / "best"), str(root / "x" / "table"), "cnn",
+                   {**TINY_TRAIN, "validation_portion": 0.0})
+    assert not os.path.exists(root / "x" / "best")
+
+
+def test_select_stops_on_a_corrupt_candidate_before_training(tmp_path, dataset, derived):
+    import shutil
+
+    bad = str(tmp_path / "bad")
+    shutil.copytree(derived[0].path, bad)
+    with open(os.path.join(bad, "genotype.json"), "w") as f:
+        f.write('{"kind": "cnn", "normal": [')
+    with pytest.raises(artifacts.ArtifactError, match=rf"\[stage 'select'\] artifact '{bad}'"):
+        select.run(dataset.path, [derived[0].path, bad], str(tmp_path / "best"), str(tmp_path / "table"), "cnn",
+                   {**TINY_TRAIN, "validation_portion": 0.2})
+    assert not os.path.exists(tmp_path / "best") and not os.path.exists(tmp_path / "table")
+
+
+def test_evaluate_reports_test_metrics_and_a_loadable_saved_model(root, dataset, derived):
+    from darts_tf.export import load_predictor
+
+    model, metrics = evaluate.run(dataset.path, derived[0].path, str(root / "evaluate" / "model"),
+                                  str(root / "evaluate" / "metrics"), "cnn", {**TINY_TRAIN, "epochs": 2})
+    assert metrics["eval_split"] == "test" and 0.0 <= metrics["test_top1_accuracy"] <= 1.0
+    assert metrics["lineage"]["seed"] == 1
+    predictor = load_predictor(model.saved_model_dir)
+    probs = predictor.predict(dataset.image_data().test_images[:3])
+    assert probs.shape == (3, 10)
+    assert gt.load_genotype_file(model.genotype_path) == derived[0].genotype
+
+
+def test_transfer_trains_the_cell_with_the_imagenet_recipe(root, derived):
+    model, metrics = transfer.run(derived[0].path, str(root / "transfer" / "model"), str(root / "transfer" / "m"),
+                                  "cnn", {**{k: v for k, v in TINY_TRAIN.items() if k != "cutout_length"},
+                                          "dataset": "digits", "network": "cifar", "export": True})
+    assert metrics["lineage"]["transfer_dataset"] == "digits" and model.saved_model_dir
+
+
+def test_rnn_search_and_derive_on_the_smoke_corpus(tmp_path):
+    data = ingest.run(str(tmp_path / "d"), {"kind": "text", "name": "smoke", "max_train_tokens": 3000})
+    run = search.run(data.path, str(tmp_path / "s"), kind="rnn", seed=2, verbose=0, config=dict(
+        units=8, steps=2, batch_size=8, bptt=10, max_seq_len_delta=2, epochs=1))
+    genotype, pictures = derive.run(run.path, str(tmp_path / "g"), str(tmp_path / "p"))
+    assert genotype.genotype.kind == "rnn" and genotype.genotype.steps == 2
+    assert [os.path.basename(p) for p in pictures.paths("png")] == ["recurrent.png"]
