@@ -47,7 +47,8 @@ class BilevelSearchModel(keras.Model):
     """
 
     def __init__(self, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 3e-4,
-                 arch_weight_decay: float = 1e-3, grad_clip: float = 5.0, **kwargs):
+                 arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
+                 fd_epsilon: float = 0.01, **kwargs):
         super().__init__(**kwargs)
         self.arch_mode = check_arch_mode(arch_mode)
         if xi is not None and xi < 0:
@@ -56,6 +57,9 @@ class BilevelSearchModel(keras.Model):
         self.weight_decay = float(weight_decay)
         self.arch_weight_decay = float(arch_weight_decay)
         self.grad_clip = grad_clip
+        if fd_epsilon <= 0:
+            raise ValueError(f"fd_epsilon must be > 0 (eps = fd_epsilon / ||grad_w' L_val||). Received: {fd_epsilon}")
+        self.fd_epsilon = float(fd_epsilon)
         self.arch_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.val_loss_tracker = keras.metrics.Mean(name="val_loss")
@@ -180,7 +184,7 @@ class BilevelSearchModel(keras.Model):
             loss, outputs = self.loss_at(w_prime, arch, val_batch, VALIDATION)
         d_all = tape.gradient(loss, list(w_prime) + list(arch), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         d_w, d_alpha = d_all[: len(w_prime)], d_all[len(w_prime):]
-        eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
+        eps = self.fd_epsilon / (tf.linalg.global_norm(d_w) + 1e-12)
 
         def train_alpha_grad(sign):
             shifted = [w + sign * tf.cast(eps, w.dtype) * d for w, d in zip(weights, d_w)]

@@ -1,0 +1,91 @@
+import keras
+import numpy as np
+import pytest
+
+from darts_tf import genotypes as gt
+from darts_tf.ops import OPS, FactorizedReduce, ReLUConvBN, make_op
+from darts_tf.search_space import MixedOp
+
+ALL_OPS = list(gt.CNN_PRIMITIVES + gt.CNN_EXTRA_OPS)
+
+
+def _param_count(layer):
+    return sum(int(np.prod(v.shape)) for v in layer.trainable_variables)
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_op_keeps_shape_at_stride1_and_halves_at_stride2(name, stride):
+    x = np.random.RandomState(0).randn(2, 8, 8, 6).astype("float32")
+    op = make_op(name, 6, stride)
+    y = op(x, training=True)
+    assert tuple(y.shape) == (2, 8 // stride, 8 // stride, 6)
+    assert op.compute_output_shape((2, 8, 8, 6)) == (2, 8 // stride, 8 // stride, 6)
+    # config round trip rebuilds the same op
+    clone = op.__class__.from_config(op.get_config())
+    assert clone.get_config() == op.get_config()
+
+
+@pytest.mark.parametrize("name, expected", [
+    # sep_conv_3x3 at C=4: twice (depthwise 3*3*4 + pointwise 4*4 + BN 2*4)
+    ("sep_conv_3x3", 2 * (9 * 4 + 16 + 8)),
+    ("sep_conv_5x5", 2 * (25 * 4 + 16 + 8)),
+    ("dil_conv_3x3", 9 * 4 + 16 + 8),
+    ("dil_conv_5x5", 25 * 4 + 16 + 8),
+    ("conv_7x1_1x7", 2 * 7 * 16 + 8),
+    ("max_pool_3x3", 0), ("avg_pool_3x3", 0), ("none", 0),
+])
+def test_op_parameter_counts(name, expected):
+    op = make_op(name, 4, 1)
+    op(np.zeros((1, 8, 8, 4), "float32"))
+    assert _param_count(op) == expected
+
+
+def test_skip_connect_is_identity_at_stride1_and_factorized_reduce_at_stride2():
+    x = np.random.RandomState(1).randn(2, 8, 8, 4).astype("float32")
+    np.testing.assert_array_equal(make_op("skip_connect", 4, 1)(x), x)
+    assert isinstance(make_op("skip_connect", 4, 2), FactorizedReduce)
+
+
+def test_factorized_reduce_matches_numpy():
+    x = np.random.RandomState(2).randn(1, 6, 6, 3).astype("float32")
+    op = FactorizedReduce(4, affine=False)
+    y = np.asarray(op(x, training=False))
+    w1 = np.asarray(op.conv1.kernel)[0, 0]  # [3, 2]
+    w2 = np.asarray(op.conv2.kernel)[0, 0]
+    r = np.maximum(x, 0)
+    a = r[:, ::2, ::2, :] @ w1
+    b = r[:, 1::2, 1::2, :] @ w2
+    bn = op.bn  # inference with fresh statistics: (v - 0) / sqrt(1 + eps)
+    expected = np.concatenate([a, b], -1) / np.sqrt(1 + bn.epsilon)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_relu_conv_bn_and_zero():
+    x = -np.ones((1, 4, 4, 2), "float32")
+    assert np.allclose(make_op("none", 2, 2)(x), np.zeros((1, 2, 2, 2)))
+    y = ReLUConvBN(3)(x, training=False)  # relu kills everything
+    assert np.allclose(y, 0)
+
+
+def test_unknown_op_and_bad_arguments():
+    with pytest.raises(ValueError, match="Unknown op 'conv_3x3'. Known: none, max_pool_3x3"):
+        make_op("conv_3x3", 4, 1)
+    with pytest.raises(ValueError, match="stride must be 1 or 2. Received: stride=3"):
+        make_op("sep_conv_3x3", 4, 3)
+    with pytest.raises(ValueError, match="positive integer"):
+        make_op("sep_conv_3x3", 0, 1)
+
+
+def test_mixed_op_is_softmax_weighted_sum():
+    x = np.random.RandomState(3).randn(2, 4, 4, 4).astype("float32")
+    mixed = MixedOp(4, 1)
+    w = keras.ops.softmax(np.random.RandomState(4).randn(len(gt.CNN_PRIMITIVES)).astype("float32"))
+    y = np.asarray(mixed(x, w, training=True))
+    expected = sum(float(w[i]) * np.asarray(op(x, training=True))
+                   for i, op in enumerate(mixed.candidates))
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    # a one-hot weight on skip_connect returns the input
+    onehot = np.eye(len(gt.CNN_PRIMITIVES), dtype="float32")[gt.CNN_PRIMITIVES.index("skip_connect")]
+    np.testing.assert_allclose(mixed(x, onehot, training=True), x, atol=1e-6)
+    assert len(OPS) == len(ALL_OPS)
