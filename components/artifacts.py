@@ -16,7 +16,7 @@ Layouts (``artifact.json`` in every one: ``{"type", "version", "stage", ...type 
                   metrics.json, tensorboard/), metadata: kind, seed, primitives, lineage
     Genotype      genotype.json (the genotype + "metadata": lineage: search, seed, flags, dataset hash)
     CellPictures  normal.{dot,png,pdf}, reduction.{dot,png,pdf} (CNN) or recurrent.{dot,png,pdf} (RNN)
-    Model         run/ (the trainer's output directory: model.keras, tensorboard/, ...),
+    Model         run/ (the trainer's output directory: model.keras, tensorboard/, ...; RNN: also vocab.txt),
                   saved_model/ (CNN: the serving SavedModel), genotype.json, metrics.json
     Metrics       metrics.json (a flat or nested JSON object), tensorboard/ when the stage logs any
 """
@@ -56,6 +56,8 @@ _METRICS_FILE = "metrics.json"
 _TENSORBOARD_DIR = "tensorboard"
 _RUN_DIR = "run"
 _SAVED_MODEL_DIR = "saved_model"
+_KERAS_MODEL_FILE = "model.keras"  # in run/: darts_tf.training.MODEL_FILE for CNN; the RNN stages use the same
+_VOCAB_FILE = "vocab.txt"  # in run/ (RNN): the training vocabulary, one token per line
 LINEAGE_KEYS = ("stage", "search_uri", "seed", "flags", "dataset_hash")
 
 
@@ -448,6 +450,15 @@ class ModelArtifact:
         return os.path.join(self.path, _RUN_DIR)
 
     @property
+    def keras_model_path(self) -> str:
+        return os.path.join(self.run_dir, _KERAS_MODEL_FILE)
+
+    @property
+    def vocab_path(self) -> Optional[str]:
+        path = os.path.join(self.run_dir, _VOCAB_FILE)
+        return path if os.path.isfile(path) else None
+
+    @property
     def saved_model_dir(self) -> Optional[str]:
         d = os.path.join(self.path, _SAVED_MODEL_DIR)
         return d if os.path.isdir(d) else None
@@ -476,6 +487,14 @@ def run_dir_of(writer_dir: str) -> str:
     return os.path.join(writer_dir, _RUN_DIR)
 
 
+def keras_model_path_of(writer_dir: str) -> str:
+    return os.path.join(writer_dir, _RUN_DIR, _KERAS_MODEL_FILE)
+
+
+def vocab_path_of(writer_dir: str) -> str:
+    return os.path.join(writer_dir, _RUN_DIR, _VOCAB_FILE)
+
+
 def saved_model_dir_of(writer_dir: str) -> str:
     return os.path.join(writer_dir, _SAVED_MODEL_DIR)
 
@@ -490,7 +509,7 @@ def finish_model(writer_dir: str, kind: str, genotype: gt.AnyGenotype, lineage: 
 
 def read_model(path: str, stage: str) -> ModelArtifact:
     meta = read_metadata(path, MODEL, stage)
-    _require(stage, path, _RUN_DIR, _GENOTYPE_FILE, _METRICS_FILE)
+    _require(stage, path, os.path.join(_RUN_DIR, _KERAS_MODEL_FILE), _GENOTYPE_FILE, _METRICS_FILE)
     if meta.get("has_saved_model"):
         _require(stage, path, os.path.join(_SAVED_MODEL_DIR, "saved_model.pb"))
     return ModelArtifact(path, meta)
@@ -501,6 +520,12 @@ def read_model(path: str, stage: str) -> ModelArtifact:
 
 def tensorboard_dir_of(writer_dir: str) -> str:
     return os.path.join(writer_dir, _TENSORBOARD_DIR)
+
+
+def sibling_log_dir(artifact_path: str, stage: str) -> str:
+    """TensorBoard logs of a stage whose artifacts have no log directory (ingest, derive): beside the artifact,
+    in the same task directory, so they too are under the pipeline root."""
+    return os.path.join(os.path.dirname(os.path.abspath(artifact_path)), _TENSORBOARD_DIR, stage)
 
 
 @contextlib.contextmanager

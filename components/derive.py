@@ -51,7 +51,7 @@ def run(search_run: str, genotype: str, pictures: str
     lineage = {**search.lineage, "stage": STAGE, "search_uri": os.path.abspath(search_run)}
     genotype_artifact = artifacts.write_genotype(genotype, derived, lineage, STAGE)
     pictures_artifact = artifacts.write_cell_pictures(pictures, derived, STAGE)
-    log_stage(os.path.join(os.path.dirname(os.path.abspath(pictures)), "tensorboard", STAGE),
+    log_stage(artifacts.sibling_log_dir(pictures, STAGE),
               text={"genotype": gt.genotype_to_json(derived),
                     "lineage": f"search {lineage['search_uri']}, seed {lineage['seed']}, "
                                f"dataset {lineage.get('dataset')} ({lineage['dataset_hash'][:16]})"},

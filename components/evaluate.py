@@ -118,14 +118,14 @@ def train_rnn(data: artifacts.DatasetArtifact, chosen: artifacts.GenotypeArtifac
     keras.utils.set_random_seed(train_cfg.seed)
     model = rnn_training.compile_model(rnn_training.build_model(train_cfg, corpus.vocab_size), train_cfg)
     result = rnn_training.train(model, corpus.train, corpus.valid, train_cfg, output_dir=run_dir, callbacks=[
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False)])
+        keras.callbacks.TensorBoard(artifacts.tensorboard_dir_of(run_dir), write_graph=False)])
     best = os.path.join(run_dir, rnn_training.BEST_WEIGHTS_FILE)
     if os.path.isfile(best):
         model.load_weights(best)
     test_ppl = rnn_training.evaluate_perplexity(model, text.batchify(corpus.test, train_cfg.test_batch_size),
                                                 train_cfg.bptt)
-    model.save(os.path.join(run_dir, "model.keras"))
-    text.save_vocab(corpus.vocab, os.path.join(run_dir, "vocab.txt"))
+    model.save(artifacts.keras_model_path_of(writer_dir))
+    text.save_vocab(corpus.vocab, artifacts.vocab_path_of(writer_dir))
     return {"dataset": data.name, "preset": cfg.preset, "valid_perplexity": result.best_val_ppl,
             "test_perplexity": test_ppl, "test_loss": math.log(test_ppl), "epochs": result.epochs_done,
             "vocab_size": corpus.vocab_size, "wall_time_s": time.time() - start}

@@ -70,6 +70,6 @@ def run(dataset: str, config: Optional[Dict[str, Any]] = None) -> artifacts.Data
 def _log(result: artifacts.DatasetArtifact) -> None:
     # Logged beside the artifact (a sibling directory under the same task), never inside the published one.
     splits = result.metadata["splits"]
-    log_stage(os.path.join(os.path.dirname(result.path), "tensorboard", STAGE),
+    log_stage(artifacts.sibling_log_dir(result.path, STAGE),
               scalars={f"dataset/{k}_size": v["size"] for k, v in splits.items()},
               text={"dataset": f"{result.name} ({result.kind}), hash {result.dataset_hash[:16]}"})

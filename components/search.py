@@ -125,7 +125,6 @@ def _rnn_search(data: artifacts.DatasetArtifact, config: Dict[str, Any], seed: i
 
     from darts_tf.data import text
     from darts_tf.genotypes import RNN_PRIMITIVES
-    from darts_tf.rnn.models import RNNSearchNetwork
     from darts_tf.search_runner import run_bilevel_search
 
     cfg = common.config_from_dict(RNNSearchConfig, config, STAGE, seed=seed, output_dir=output_dir).validate()
@@ -139,7 +138,7 @@ def _rnn_search(data: artifacts.DatasetArtifact, config: Dict[str, Any], seed: i
                                       epochs=cfg.epochs, max_seq_len_delta=cfg.max_seq_len_delta)
 
     _, steps = stream(0)
-    model = _LoggedRNNSearchNetwork(
+    model = _rnn_search_network(
         corpus.vocab_size, units=cfg.units, steps=cfg.steps, dropout=cfg.dropout, dropouth=cfg.dropouth,
         dropoutx=cfg.dropoutx, dropouti=cfg.dropouti, dropoute=cfg.dropoute, tar_beta=cfg.tar_beta, seed=cfg.seed,
         arch_mode=cfg.arch_mode, xi=cfg.xi, weight_decay=cfg.weight_decay, arch_weight_decay=cfg.arch_weight_decay,
@@ -154,23 +153,18 @@ def _rnn_search(data: artifacts.DatasetArtifact, config: Dict[str, Any], seed: i
     return result, list(RNN_PRIMITIVES), flags
 
 
-def _logged_rnn_search_network_class():
+def _rnn_search_network(*args, **kwargs):
+    """`darts_tf.rnn.models.RNNSearchNetwork`, plus the `alphas_numpy()` that `search_runner.ArchitectureLogger`
+    reads where the library class does not have it yet."""
     from darts_tf.rnn.models import RNNSearchNetwork
 
-    class LoggedRNNSearchNetwork(RNNSearchNetwork):
-        """`RNNSearchNetwork` plus the `alphas_numpy()` that `search_runner.ArchitectureLogger` reads."""
+    if hasattr(RNNSearchNetwork, "alphas_numpy"):
+        return RNNSearchNetwork(*args, **kwargs)
 
+    class LoggedRNNSearchNetwork(RNNSearchNetwork):
         def alphas_numpy(self):
             import keras
 
             return {"alpha_recurrent": keras.ops.convert_to_numpy(self.alpha)}
 
-    return LoggedRNNSearchNetwork
-
-
-def _LoggedRNNSearchNetwork(*args, **kwargs):
-    from darts_tf.rnn.models import RNNSearchNetwork
-
-    if hasattr(RNNSearchNetwork, "alphas_numpy"):  # the library provides it: use it as is
-        return RNNSearchNetwork(*args, **kwargs)
-    return _logged_rnn_search_network_class()(*args, **kwargs)
+    return LoggedRNNSearchNetwork(*args, **kwargs)

@@ -76,3 +76,23 @@ def test_a_corrupt_genotype_stops_the_pipeline_at_select(first_run, capfd):
     assert newest != run_dir
     assert not os.path.exists(os.path.join(newest, "evaluate")) and not os.path.exists(os.path.join(newest, "transfer"))
     assert not os.path.exists(os.path.join(newest, "select", "best_genotype"))
+
+
+def test_rnn_smoke_pipeline_end_to_end(tmp_path):
+    """Search on the offline text corpus over 2 seeds, select, evaluate, transfer (about a minute)."""
+    import keras
+
+    import darts_tf.rnn.training  # noqa: F401  (registers the RNN model's classes for loading)
+
+    root = str(tmp_path)
+    run_pipeline("rnn", root, presets.get_preset("rnn", "smoke"))
+    (run_dir,) = glob.glob(os.path.join(root, "darts-rnn-*"))
+    genotypes = glob.glob(os.path.join(run_dir, "for-loop-1-iteration-*", "derive", "genotype"))
+    assert len(genotypes) == 2 and all(artifacts.read_genotype(g, "test").genotype.kind == "rnn" for g in genotypes)
+    assert glob.glob(os.path.join(run_dir, "for-loop-1-iteration-*", "derive", "pictures", "recurrent.png"))
+    metrics = artifacts.read_metrics(os.path.join(run_dir, "evaluate", "metrics"), "test")
+    assert metrics["test_perplexity"] < metrics["vocab_size"]  # better than a uniform guess
+    model = artifacts.read_model(os.path.join(run_dir, "evaluate", "model"), "test")
+    assert isinstance(keras.models.load_model(model.keras_model_path), keras.Model)
+    transfer = artifacts.read_metrics(os.path.join(run_dir, "transfer-text", "metrics"), "test")
+    assert transfer["lineage"]["stage"] == "transfer" and transfer["test_perplexity"] < transfer["vocab_size"]
