@@ -183,14 +183,19 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
     alpha [1 + 2 + ... + steps, 5] is initialised to 1e-3 N(0, 1) as the reference; batches are the
     ``{'train': window, 'validation': window}`` dicts of ``darts_tf.data.text.lm_search_dataset``.
     Compile with ``optimizer=SGD(20)`` (no momentum) and ``arch_optimizer=Adam(3e-3, 0.9, 0.999)``.
+    With ``bptt`` set, every step runs at learning rate lr * seq_len / bptt (the reference rescales lr per
+    window in rnn/train_search.py, and the unrolled step xi follows it); the learning rate must then be a float.
     """
 
     def __init__(self, vocab_size: int, units: int = 300, steps: int = RNN_STEPS, dropout: float = 0.75,
                  dropouth: float = 0.25, dropoutx: float = 0.75, dropouti: float = 0.2, dropoute: float = 0.0,
                  tar_beta: float = 1e-3, seed: Optional[int] = None, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 5e-7,
-                 arch_weight_decay: float = 1e-3, grad_clip: float = 0.25, **kwargs):
+                 arch_weight_decay: float = 1e-3, grad_clip: float = 0.25, bptt: Optional[int] = None, **kwargs):
         super().__init__(arch_mode=arch_mode, xi=xi, weight_decay=weight_decay, arch_weight_decay=arch_weight_decay,
                          grad_clip=grad_clip, **kwargs)
+        if bptt is not None and int(bptt) < 1:
+            raise ValueError(f"bptt must be >= 1 (or None: no per-window learning-rate scaling). Received: bptt={bptt}")
+        self.bptt = None if bptt is None else int(bptt)
         self.vocab_size, self.units, self.steps = int(vocab_size), int(units), int(steps)
         self.dropout, self.dropouth, self.dropoutx = dropout, dropouth, dropoutx
         self.dropouti, self.dropoute = dropouti, dropoute
@@ -231,8 +236,27 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
     def update_stream_state(self, outputs, stream: str) -> None:
         self.carried.assign(stream, outputs["hidden"])
 
+    def train_step(self, data):
+        """The bilevel step, at learning rate lr * seq_len / bptt for this window when ``bptt`` is set."""
+        if self.bptt is None:
+            return super().train_step(data)
+        lr = self.optimizer.learning_rate
+        if not isinstance(lr, keras.Variable):
+            raise ValueError("Per-window learning-rate scaling (bptt set) needs a float learning rate, not a schedule.")
+        base = tf.identity(lr.value)
+        seq_len = tf.cast(tf.reshape(self._split(data)[0]["seq_len"], [-1])[0], base.dtype)
+        lr.assign(base * seq_len / float(self.bptt))
+        logs = super().train_step(data)
+        with tf.control_dependencies(list(logs.values())):
+            lr.assign(base)
+        return logs
+
     def arch_probabilities(self) -> np.ndarray:
         return ops.convert_to_numpy(ops.softmax(self.alpha, axis=-1))
+
+    def alphas_numpy(self) -> Dict[str, np.ndarray]:
+        """The architecture variables by name (what ``darts_tf.search_runner`` logs and saves)."""
+        return {"alpha_recurrent": ops.convert_to_numpy(self.alpha)}
 
     def genotype(self) -> RecurrentGenotype:
         """The discrete cell (k = 1 predecessor per node) from softmax(alpha), as the reference's ``genotype()``."""
@@ -243,7 +267,8 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
                 "dropouth": self.dropouth, "dropoutx": self.dropoutx, "dropouti": self.dropouti,
                 "dropoute": self.dropoute, "tar_beta": self.tar_beta, "seed": self.seed,
                 "arch_mode": self.arch_mode, "xi": self.xi, "weight_decay": self.weight_decay,
-                "arch_weight_decay": self.arch_weight_decay, "grad_clip": self.grad_clip, "name": self.name}
+                "arch_weight_decay": self.arch_weight_decay, "grad_clip": self.grad_clip, "bptt": self.bptt,
+                "name": self.name}
 
 
 # ----------------------------------------------------------------------------------------------- evaluation network

@@ -1,0 +1,163 @@
+"""The recurrent-cell architecture search of the paper (A.1.2, reference ``rnn/train_search.py``) end to end.
+
+``run_rnn_search(RNNSearchConfig(...))`` loads a word-level corpus, builds ``RNNSearchNetwork`` and hands it to the
+shared ``darts_tf.search_runner.run_bilevel_search`` (per-epoch genotypes, alpha history, metrics, TensorBoard,
+checkpoint/resume: the output layout is ``SearchOutputs``'s), plus ``vocab.txt`` of the corpus.
+
+Windows: the train stream is cut into the reference's variable-length BPTT windows; epochs differ in their number of
+windows, and ``lm_search_dataset`` pads them with empty windows. The search never sees those: every epoch keeps its
+first ``min over epochs`` windows (the surplus at the end of the longer epochs, a window or two, is dropped), so no
+step ever runs on an empty window and the epochs of a resumed run are those of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from darts_tf import checkpoint
+from darts_tf.bilevel import check_arch_mode
+from darts_tf.data.text import Corpus, batchify, bptt_windows, lm_search_dataset, smoke_corpus
+from darts_tf.genotypes import RNN_STEPS
+from darts_tf.rnn.models import RNNSearchNetwork
+from darts_tf.search_runner import run_bilevel_search
+
+SMOKE_DATASET = "smoke"
+VOCAB_FILE = "vocab.txt"
+SMOKE_CORPUS_DIR = "smoke_corpus"
+
+
+@dataclasses.dataclass
+class RNNSearchConfig:
+    """The PTB search of the paper (A.1.2); defaults are the reference's rnn/train_search.py."""
+
+    output_dir: str = ""
+    dataset: str = "ptb"  # a name for the records, or 'smoke' (the offline corpus of darts_tf.data.text)
+    data_dir: Optional[str] = None  # directory with train.txt, valid.txt, test.txt (not needed for 'smoke')
+    units: int = 300  # embedding = hidden size (emsize = nhid = nhidlast)
+    nodes: int = RNN_STEPS  # intermediate nodes of the cell
+    batch_size: int = 256  # train and search-validation batch (the reference batchifies both with it)
+    bptt: int = 35
+    max_seq_len_delta: int = 20
+    epochs: int = 50
+    learning_rate: float = 20.0  # SGD, no momentum, scaled per window by seq_len / bptt
+    weight_decay: float = 5e-7
+    grad_clip: float = 0.25
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.0
+    tar_beta: float = 1e-3  # temporal activation regularisation (reference --beta)
+    arch_mode: str = "first_order"
+    xi: Optional[float] = None  # None: the current (window-scaled) weight learning rate, as the reference
+    arch_learning_rate: float = 3e-3
+    arch_beta_1: float = 0.9
+    arch_beta_2: float = 0.999
+    arch_weight_decay: float = 1e-3
+    seed: int = 3
+    jit_compile: bool = False
+    deterministic: bool = False
+    resume: bool = False
+
+    def validate(self) -> "RNNSearchConfig":
+        if not self.output_dir:
+            raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
+        check_arch_mode(self.arch_mode)
+        if self.dataset != SMOKE_DATASET and not self.data_dir:
+            raise ValueError(f"--data_dir is required for dataset {self.dataset!r}: a directory with train.txt, "
+                             f"valid.txt and test.txt (PTB / WikiText-2 layout); or pass --dataset={SMOKE_DATASET}.")
+        for name in ("units", "nodes", "batch_size", "bptt", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        for name in ("max_seq_len_delta", "learning_rate", "weight_decay", "grad_clip", "tar_beta",
+                     "arch_learning_rate", "arch_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0. Received: {name}={getattr(self, name)}")
+        for name in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"--{name} is a dropout rate in [0, 1). Received: {name}={getattr(self, name)}")
+        for name in ("arch_beta_1", "arch_beta_2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1). Received: {name}={getattr(self, name)}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_search_corpus(config: RNNSearchConfig) -> Corpus:
+    """The corpus of ``config.data_dir``; for 'smoke', the offline corpus (written to data_dir or output_dir)."""
+    if config.dataset == SMOKE_DATASET:
+        directory = config.data_dir or os.path.join(config.output_dir, SMOKE_CORPUS_DIR)
+        if not all(os.path.isfile(os.path.join(directory, f)) for f in ("train.txt", "valid.txt", "test.txt")):
+            smoke_corpus(directory)
+        return Corpus.from_directory(directory)
+    return Corpus.from_directory(config.data_dir)
+
+
+def search_windows_per_epoch(n_steps: int, bptt: int, seed: int, epochs: int, max_seq_len_delta: int) -> Tuple[int, int]:
+    """(windows kept per epoch = the fewest of any epoch, windows per epoch in the padded stream = the most)."""
+    counts = [len(bptt_windows(n_steps, bptt, seed, e, True, max_seq_len_delta)) for e in range(epochs)]
+    return min(counts), max(counts)
+
+
+def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, config: RNNSearchConfig,
+                       initial_epoch: int = 0) -> Tuple[tf.data.Dataset, int]:
+    """``lm_search_dataset`` for epochs initial_epoch..epochs-1 with each epoch cut to the same number of real
+    windows (no empty padding windows); returns (dataset, steps_per_epoch)."""
+    keep, padded = search_windows_per_epoch(train_batched.shape[1], config.bptt, config.seed, config.epochs,
+                                            config.max_seq_len_delta)
+    dataset, steps = lm_search_dataset(train_batched, valid_batched, config.bptt, seed=config.seed,
+                                       initial_epoch=initial_epoch, epochs=config.epochs,
+                                       max_seq_len_delta=config.max_seq_len_delta)
+    assert steps == padded, (steps, padded)
+    dataset = dataset.enumerate().filter(lambda i, _: i % padded < keep).map(lambda _, window: window)
+    return dataset.prefetch(tf.data.AUTOTUNE), keep
+
+
+def build_rnn_search_model(config: RNNSearchConfig, vocab_size: int) -> RNNSearchNetwork:
+    """The compiled supernet: SGD lr 20 without momentum for w (window-scaled), Adam for alpha."""
+    model = RNNSearchNetwork(vocab_size, units=config.units, steps=config.nodes, dropout=config.dropout,
+                             dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
+                             dropoute=config.dropoute, tar_beta=config.tar_beta, seed=config.seed,
+                             arch_mode=config.arch_mode, xi=config.xi, weight_decay=config.weight_decay,
+                             arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip, bptt=config.bptt)
+    model.build()
+    model.compile(optimizer=keras.optimizers.SGD(config.learning_rate),
+                  arch_optimizer=keras.optimizers.Adam(config.arch_learning_rate, beta_1=config.arch_beta_1,
+                                                       beta_2=config.arch_beta_2),
+                  jit_compile=config.jit_compile)
+    model.carried.reset(batch_size=config.batch_size)  # XLA cannot change a variable's shape inside fit
+    return model
+
+
+def run_rnn_search(config: RNNSearchConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
+                   verbose="auto") -> Dict[str, Any]:
+    """DARTS for a recurrent cell: returns {'genotype', 'genotype_path', 'metrics', 'alphas', ...}; writes
+    ``darts_tf.search_runner.SearchOutputs`` and ``vocab.txt`` to ``config.output_dir``."""
+    config.validate()
+    checkpoint.check_run_config(config.output_dir, config.to_dict(), config.resume)  # before writing anything
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    corpus = load_search_corpus(config)
+    train_batched = batchify(corpus.train, config.batch_size)
+    valid_batched = batchify(corpus.valid, config.batch_size)
+    _, steps = rnn_search_dataset(train_batched, valid_batched, config)
+    model = build_rnn_search_model(config, corpus.vocab_size)
+    corpus.save_vocab(os.path.join(config.output_dir, VOCAB_FILE))
+    logging.info("RNN search: %s, vocabulary %d, %d train tokens, %d windows/epoch, mode %s", config.dataset,
+                 corpus.vocab_size, len(corpus.train), steps, config.arch_mode)
+
+    def dataset(initial_epoch):
+        return rnn_search_dataset(train_batched, valid_batched, config, initial_epoch)[0]
+
+    return run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, config.to_dict(), config.resume,
+                              callbacks, verbose)
