@@ -1,0 +1,497 @@
+"""Step-time benchmarks of the DARTS search and evaluation networks, one fresh process per configuration.
+
+Measures, on synthetic data shaped like the real task, the wall-clock time of one ``train_step`` (for the
+bilevel search networks: the architecture step followed by the weight step) through Keras' own
+``make_train_function`` (the function ``fit`` runs), after warm-up; the first call (tracing, plus XLA
+compilation with ``jit_compile``) is reported apart. Each configuration runs in its own child process so that
+peak host memory (``ru_maxrss``), the XLA cache and TensorFlow's thread pools are its own.
+
+Writes one JSON line per configuration (schema: ``benchmarks/schema.json``, checked before writing) and a
+Markdown table::
+
+    python benchmarks/run.py --quick                       # < 5 min on 2 CPU cores
+    python benchmarks/run.py --output=benchmarks/results/full.jsonl   # the full grid (RESULTS.md)
+    python benchmarks/run.py --only='cnn_search/second_order' --list  # what a filter selects
+
+Mixed precision is measured on a GPU only; on CPU its configurations are recorded as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+from absl import app, flags, logging
+
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
+SCHEMA_VERSION = 1
+RESULT_PREFIX = "BENCH_RESULT "
+MODELS = ("cnn_search", "cnn_eval", "rnn_search")
+ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")  # == darts_tf.bilevel.ARCH_MODES
+DATA_KINDS = ("cached", "pipeline")
+MIXED_PRECISION_ON_CPU = ("mixed precision needs a GPU (float16 kernels); no GPU is visible, so this configuration "
+                          "is skipped on CPU")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small networks, few iterations, a subset of the grid (< 5 min on 2 CPU cores).")
+flags.DEFINE_string("only", None, "Regular expression; run only the configurations whose name it matches (re.search).")
+flags.DEFINE_bool("list", False, "Print the selected configuration names and exit.")
+flags.DEFINE_string("output", None, "JSON-lines file to write (default benchmarks/results/{quick,full}.jsonl).")
+flags.DEFINE_string("markdown", None, "Markdown table to write (default: the output with .md).")
+flags.DEFINE_integer("iters", None, "Override the timed iterations of every configuration.")
+flags.DEFINE_integer("warmup", None, "Override the warm-up iterations (the first, tracing call included).")
+flags.DEFINE_integer("timeout", 1200, "Seconds one configuration's process may run before it is recorded as error.")
+flags.DEFINE_string("child", None, "Internal: run the one configuration given as JSON in this process.")
+
+
+# ------------------------------------------------------------------------------------------ configurations
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One measured configuration; ``name`` is its id in the JSON lines and the table."""
+
+    model: str
+    batch_size: int
+    arch_mode: Optional[str] = None
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    data: str = "cached"
+    layers: Optional[int] = None
+    channels: Optional[int] = None
+    nodes: Optional[int] = None
+    image_size: Optional[int] = None
+    num_classes: Optional[int] = None
+    units: Optional[int] = None
+    vocab_size: Optional[int] = None
+    bptt: Optional[int] = None
+    max_seq_len_delta: int = 0
+    warmup: int = 1
+    iters: int = 3
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"Unknown benchmark model {self.model!r}. Known: {', '.join(MODELS)}.")
+        if self.model.endswith("_search") and self.arch_mode not in ARCH_MODES:
+            raise ValueError(f"A search benchmark needs arch_mode in {ARCH_MODES}. Received: arch_mode={self.arch_mode!r}")
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"data must be one of {DATA_KINDS}. Received: data={self.data!r}")
+        if self.warmup < 1 or self.iters < 1:
+            raise ValueError(f"warmup and iters must be >= 1 (warm-up includes the tracing call). "
+                             f"Received: warmup={self.warmup}, iters={self.iters}")
+
+    @property
+    def name(self) -> str:
+        size = f"L{self.layers}C{self.channels}" if self.model.startswith("cnn") else f"U{self.units}V{self.vocab_size}"
+        parts = [self.model] + ([self.arch_mode] if self.arch_mode else []) + [
+            f"{size}b{self.batch_size}", "xla" if self.jit_compile else "noxla",
+            "mp16" if self.mixed_precision else "fp32", self.data]
+        return "/".join(parts)
+
+    @property
+    def window(self) -> Optional[int]:
+        return None if self.bptt is None else self.bptt + self.max_seq_len_delta
+
+    def shape(self) -> Dict[str, Optional[int]]:
+        return {"layers": self.layers, "channels": self.channels, "nodes": self.nodes, "image_size": self.image_size,
+                "num_classes": self.num_classes, "units": self.units, "vocab_size": self.vocab_size,
+                "window": self.window}
+
+
+def _cnn_search(mode, batch, layers=8, channels=16, image_size=32, **kw):
+    return BenchConfig("cnn_search", batch, mode, layers=layers, channels=channels, nodes=4, image_size=image_size,
+                       num_classes=10, **kw)
+
+
+def _cnn_eval(batch, layers=20, channels=36, **kw):
+    return BenchConfig("cnn_eval", batch, None, layers=layers, channels=channels, image_size=32, num_classes=10, **kw)
+
+
+def _rnn_search(mode, batch, units=300, vocab=10000, nodes=8, bptt=35, delta=20, **kw):
+    return BenchConfig("rnn_search", batch, mode, nodes=nodes, units=units, vocab_size=vocab, bptt=bptt,
+                       max_seq_len_delta=delta, **kw)
+
+
+def full_grid() -> List[BenchConfig]:
+    """The paper's shapes: CNN search 8 cells C=16 (batch 64 and 16), evaluation 20 cells C=36 batch 96, RNN search
+    300 units, PTB vocabulary, windows of bptt 35 padded to 55 as darts_tf.data.text feeds them (batch 256 and 64);
+    each with and without XLA, fp32 and mixed precision; plus tf.data pipeline vs cached for the first order."""
+    grid = []
+    # iteration counts keep the CPU run near 25 minutes: a batch-64 second-order CNN step is tens of seconds on 2 cores
+    cnn_iters = {(64, "first_order"): 3, (64, "second_order_exact"): 2, (64, "second_order_fd"): 2,
+                 (16, "first_order"): 5, (16, "second_order_exact"): 3, (16, "second_order_fd"): 3}
+    for mp in (False, True):
+        for jit in (False, True):
+            for batch in (64, 16):
+                for mode in ARCH_MODES:
+                    grid.append(_cnn_search(mode, batch, jit_compile=jit, mixed_precision=mp,
+                                            iters=cnn_iters[batch, mode]))
+            grid.append(_cnn_eval(96, jit_compile=jit, mixed_precision=mp, iters=3))
+            for batch in (256, 64):
+                for mode in ARCH_MODES:
+                    grid.append(_rnn_search(mode, batch, jit_compile=jit, mixed_precision=mp, iters=3))
+    for batch in (64, 16):
+        grid.append(_cnn_search("first_order", batch, data="pipeline", iters=cnn_iters[batch, "first_order"]))
+    grid.append(_rnn_search("first_order", 256, data="pipeline", iters=3))
+    return grid
+
+
+def quick_grid() -> List[BenchConfig]:
+    """Every model and mode at small sizes; XLA for the first order only; one pipeline-vs-cached pair."""
+    small_cnn = dict(layers=5, channels=8, iters=3)
+    small_rnn = dict(units=64, vocab=1000, nodes=4, delta=5, iters=3)
+    grid = [_cnn_search(mode, 16, **small_cnn) for mode in ARCH_MODES]
+    grid += [_cnn_search("first_order", 16, jit_compile=True, **small_cnn),
+             _cnn_search("first_order", 16, data="pipeline", **small_cnn),
+             _cnn_search("first_order", 16, mixed_precision=True, **small_cnn),
+             _cnn_eval(16, layers=6, channels=16, iters=3)]
+    grid += [_rnn_search(mode, 32, **small_rnn) for mode in ARCH_MODES]
+    grid += [_rnn_search("first_order", 32, jit_compile=True, **small_rnn)]
+    return grid
+
+
+def select(grid: Iterable[BenchConfig], pattern: Optional[str]) -> List[BenchConfig]:
+    regex = re.compile(pattern) if pattern else None
+    chosen = [c for c in grid if regex is None or regex.search(c.name)]
+    names = [c.name for c in chosen]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Duplicate configuration names: {sorted(n for n in names if names.count(n) > 1)}")
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ schema
+def load_schema() -> Dict[str, Any]:
+    with open(SCHEMA_PATH) as f:
+        return json.load(f)
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _is_type(value, name: str) -> bool:
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, _TYPES[name])
+
+
+def schema_errors(value, schema: Dict[str, Any], path: str = "$") -> List[str]:
+    """Errors of `value` against the JSON-Schema subset schema.json uses (type, enum, required, properties,
+    additionalProperties: false, items, minItems, maxItems, minimum). ``jsonschema`` is not a dependency."""
+    errors = []
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        if not any(_is_type(value, t) for t in types):
+            return [f"{path}: {value!r} is not of type {types}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: {value!r} is not one of {schema['enum']}")
+    if "minimum" in schema and _is_type(value, "number") and value < schema["minimum"]:
+        errors.append(f"{path}: {value!r} < minimum {schema['minimum']}")
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                errors.append(f"{path}: missing required key {key!r}")
+        props = schema.get("properties", {})
+        for key, sub in value.items():
+            if key in props:
+                errors.extend(schema_errors(sub, props[key], f"{path}.{key}"))
+            elif schema.get("additionalProperties", True) is False:
+                errors.append(f"{path}: unexpected key {key!r}")
+    if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            errors.append(f"{path}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errors.append(f"{path}: more than {schema['maxItems']} items")
+        if "items" in schema:
+            for i, item in enumerate(value):
+                errors.extend(schema_errors(item, schema["items"], f"{path}[{i}]"))
+    return errors
+
+
+def validate_record(record: Dict[str, Any], schema: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    errors = schema_errors(record, schema or load_schema())
+    if errors:
+        raise ValueError(f"Benchmark record {record.get('name')!r} does not match benchmarks/schema.json: "
+                         + "; ".join(errors))
+    return record
+
+
+# ------------------------------------------------------------------------------------------ records
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _env(tf_version: str = "", keras_version: str = "") -> Dict[str, Any]:
+    return {"tensorflow": tf_version, "keras": keras_version, "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count() or 1, "python": platform.python_version()}
+
+
+def _load() -> List[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start: List[float],
+                env: Optional[Dict[str, Any]] = None, device: str = "cpu") -> Dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "name": cfg.name, "model": cfg.model, "arch_mode": cfg.arch_mode,
+            "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "mixed_precision": cfg.mixed_precision,
+            "data": cfg.data, "shape": cfg.shape(), "status": status, "reason": reason, "warmup_iters": cfg.warmup,
+            "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
+            "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_gpu_mem_mb": None,
+            "device": device, "env": env or _env(), "load_avg": {"start": load_start, "end": _load()},
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+# ------------------------------------------------------------------------------------------ the child: models
+def _cnn_search_model(cfg: BenchConfig):
+    import numpy as np
+    import tensorflow as tf
+
+    from darts_tf.data import images
+    from darts_tf.search_runner import SearchConfig, build_cnn_search_model
+
+    steps_per_epoch = 4
+    n = 2 * cfg.batch_size * steps_per_epoch  # train_portion 0.5: two halves of steps_per_epoch batches
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, cfg.num_classes, (n,), dtype=np.int64)
+    epochs = -(-(cfg.warmup + cfg.iters) // steps_per_epoch) + 1
+    ds, steps = images.search_dataset(x, y, cfg.batch_size, 0.5, seed=0, initial_epoch=0, epochs=epochs,
+                                      augment=images.AugmentConfig.for_image_size(cfg.image_size),
+                                      mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+    config = SearchConfig(output_dir="unused", batch_size=cfg.batch_size, init_channels=cfg.channels,
+                          layers=cfg.layers, nodes=cfg.nodes, arch_mode=cfg.arch_mode, jit_compile=cfg.jit_compile,
+                          mixed_precision=cfg.mixed_precision)
+    model = build_cnn_search_model(config, (cfg.image_size, cfg.image_size, 3), cfg.num_classes, steps)
+    if cfg.data == "cached":
+        ds = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()
+    return model, ds
+
+
+def _cnn_eval_model(cfg: BenchConfig):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from darts_tf.data import images
+    from darts_tf.networks import NetworkCIFAR, build_network
+
+    model = build_network(NetworkCIFAR("DARTS_V2", C=cfg.channels, num_classes=cfg.num_classes,
+                                       num_layers=cfg.layers, auxiliary=True, drop_path_prob=0.2, seed=0),
+                          (cfg.image_size, cfg.image_size, 3))
+    model.compile(optimizer=keras.optimizers.SGD(0.025, momentum=0.9), auxiliary_weight=0.4, weight_decay=3e-4,
+                  grad_clip=5.0, jit_compile=cfg.jit_compile)
+    model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    n = cfg.batch_size * 4
+    x = rng.integers(0, 256, (n, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, cfg.num_classes, (n,), dtype=np.int64)
+    ds, _ = images.multi_epoch_dataset(x, y, cfg.batch_size, seed=0, initial_epoch=0,
+                                       epochs=cfg.warmup + cfg.iters + 1, mean=(0.49, 0.48, 0.45),
+                                       std=(0.25, 0.24, 0.26), augment=images.AugmentConfig(cutout_length=16))
+    if cfg.data == "cached":
+        ds = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()
+    return model, ds
+
+
+def _rnn_search_model(cfg: BenchConfig):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from darts_tf.data import text
+    from darts_tf.rnn.models import RNNSearchNetwork
+
+    windows = cfg.warmup + cfg.iters + 4
+    n_steps = cfg.bptt * windows * 2  # variable-length windows average about bptt; x2 leaves room
+    rng = np.random.default_rng(0)
+    train = text.batchify(rng.integers(0, cfg.vocab_size, cfg.batch_size * n_steps).astype(np.int32), cfg.batch_size)
+    valid = text.batchify(rng.integers(0, cfg.vocab_size, cfg.batch_size * n_steps // 2).astype(np.int32),
+                          cfg.batch_size)
+    ds, _ = text.lm_search_dataset(train, valid, cfg.bptt, seed=0, epochs=1, variable_length=cfg.max_seq_len_delta > 0,
+                                   max_seq_len_delta=cfg.max_seq_len_delta)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    # the paper's search settings (reference rnn/train_search.py)
+    model = RNNSearchNetwork(cfg.vocab_size, units=cfg.units, steps=cfg.nodes, seed=0, arch_mode=cfg.arch_mode)
+    model.build()
+    model.compile(optimizer=keras.optimizers.SGD(20.0), arch_optimizer=keras.optimizers.Adam(3e-3, 0.9, 0.999),
+                  jit_compile=cfg.jit_compile)
+    model.carried.reset(batch_size=cfg.batch_size)  # XLA cannot change the carried state's shape
+    if cfg.data == "cached":  # the second window: starts past column 0, so the carried hidden state is used
+        ds = tf.data.Dataset.from_tensors(next(iter(ds.skip(1)))).repeat()
+    return model, ds
+
+
+_BUILDERS = {"cnn_search": _cnn_search_model, "cnn_eval": _cnn_eval_model, "rnn_search": _rnn_search_model}
+
+
+def _sync(logs) -> Dict[str, float]:
+    """Fetches the step's outputs to the host, which waits for the step to finish."""
+    return {k: float(v) for k, v in logs.items()}
+
+
+def run_child(cfg: BenchConfig) -> Dict[str, Any]:
+    """Builds, traces and times `cfg` in this process; returns its record."""
+    import resource
+
+    load_start = _load()
+    import keras
+    import tensorflow as tf
+
+    env = _env(tf.__version__, keras.__version__)
+    gpus = tf.config.list_physical_devices("GPU")
+    device = "cpu"
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = details.get("device_name", "GPU:0")
+    if cfg.mixed_precision and not gpus:
+        return base_record(cfg, "skipped", MIXED_PRECISION_ON_CPU, load_start, env, device)
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    model, dataset = _BUILDERS[cfg.model](cfg)
+    model.make_train_function()
+    train_function = model.train_function
+    iterator = iter(dataset)
+    build_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    logs = _sync(train_function(iterator))
+    trace_s = time.perf_counter() - start
+    for _ in range(cfg.warmup - 1):
+        logs = _sync(train_function(iterator))
+    times = []
+    for _ in range(cfg.iters):
+        start = time.perf_counter()
+        logs = _sync(train_function(iterator))
+        times.append(time.perf_counter() - start)
+    if not all(math.isfinite(v) for v in logs.values()):
+        return {**base_record(cfg, "error", f"non-finite step outputs {logs}", load_start, env, device),
+                "build_s": build_s, "trace_compile_s": trace_s}
+
+    median = statistics.median(times)
+    record = base_record(cfg, "ok", None, load_start, env, device)
+    record.update(build_s=round(build_s, 3), trace_compile_s=round(trace_s, 3),
+                  step_s={"median": round(median, 4), "min": round(min(times), 4), "max": round(max(times), 4),
+                          "mean": round(statistics.fmean(times), 4), "all": [round(t, 4) for t in times]},
+                  examples_per_s=round(cfg.batch_size / median, 2),
+                  peak_host_mem_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1))
+    if cfg.window:
+        record["tokens_per_s"] = round(cfg.batch_size * cfg.window / median, 1)
+    if gpus:
+        record["peak_gpu_mem_mb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20, 1)
+    return record
+
+
+# ------------------------------------------------------------------------------------------ the parent
+def run_in_subprocess(cfg: BenchConfig, timeout: float) -> Dict[str, Any]:
+    """`cfg` in a fresh Python process (this script with --child); an error record if it fails or times out."""
+    load_start = _load()
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(dataclasses.asdict(cfg))]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return base_record(cfg, "error", f"timed out after {timeout:.0f} s", load_start)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return base_record(cfg, "error", f"child exited {proc.returncode}: {' | '.join(tail)}"[:2000], load_start)
+
+
+def _fmt(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(records: List[Dict[str, Any]]) -> str:
+    head = ("| configuration | mode | batch | XLA | precision | data | trace+compile s | step s median (min-max) "
+            "| examples/s | peak RSS MiB | status |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for r in records:
+        step = r["step_s"]
+        step_txt = "-" if step is None else f"{step['median']:.3f} ({step['min']:.3f}-{step['max']:.3f})"
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+        size = r["shape"]
+        what = (f"{r['model']} L{size['layers']} C{size['channels']}" if r["model"].startswith("cnn")
+                else f"{r['model']} {size['units']}u V{size['vocab_size']} T{size['window']}")
+        rows.append(f"| {what} | {r['arch_mode'] or '-'} | {r['batch_size']} | {'on' if r['jit_compile'] else 'off'} "
+                    f"| {'mixed16' if r['mixed_precision'] else 'fp32'} | {r['data']} | {_fmt(r['trace_compile_s'], 1)} "
+                    f"| {step_txt} | {_fmt(r['examples_per_s'], 1)} | {_fmt(r['peak_host_mem_mb'], 0)} | {status} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def exact_to_fd_ratios(records: List[Dict[str, Any]]) -> Dict[str, float]:
+    """median(second_order_exact) / median(second_order_fd) for every configuration measured in both modes."""
+    by_name = {r["name"]: r for r in records if r["status"] == "ok"}
+    ratios = {}
+    for name, r in by_name.items():
+        if r["arch_mode"] == "second_order_exact":
+            fd = by_name.get(name.replace("second_order_exact", "second_order_fd"))
+            if fd:
+                ratios[name.replace("/second_order_exact", "")] = round(r["step_s"]["median"] / fd["step_s"]["median"], 3)
+    return ratios
+
+
+def main(argv):
+    del argv
+    if FLAGS.child:
+        record = validate_record(run_child(BenchConfig(**json.loads(FLAGS.child))))
+        print(RESULT_PREFIX + json.dumps(record), flush=True)
+        return
+    grid = quick_grid() if FLAGS.quick else full_grid()
+    overrides = {k: v for k, v in (("iters", FLAGS.iters), ("warmup", FLAGS.warmup)) if v is not None}
+    configs = [dataclasses.replace(c, **overrides) for c in select(grid, FLAGS.only)]
+    if not configs:
+        raise ValueError(f"--only={FLAGS.only!r} matches no configuration; see --list.")
+    if FLAGS.list:
+        print("\n".join(c.name for c in configs))
+        return
+    output = FLAGS.output or os.path.join(os.path.dirname(SCHEMA_PATH), "results",
+                                          "quick.jsonl" if FLAGS.quick else "full.jsonl")
+    markdown = FLAGS.markdown or os.path.splitext(output)[0] + ".md"
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    schema = load_schema()
+    records = []
+    start = time.time()
+    with open(output, "w") as f:
+        for i, cfg in enumerate(configs):
+            record = validate_record(run_in_subprocess(cfg, FLAGS.timeout), schema)
+            records.append(record)
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            step = record["step_s"]["median"] if record["step_s"] else None
+            logging.info("[%d/%d] %s: %s step %s s (load %s)", i + 1, len(configs), cfg.name, record["status"],
+                         _fmt(step, 3), record["load_avg"]["end"])
+    table = markdown_table(records)
+    ratios = exact_to_fd_ratios(records)
+    with open(markdown, "w") as f:
+        f.write(f"Command: `{' '.join([os.path.basename(sys.executable)] + sys.argv)}`  \n"
+                f"Machine: {cpu_model()}, {os.cpu_count()} cores; wall time {time.time() - start:.0f} s\n\n{table}\n")
+        if ratios:
+            f.write("second_order_exact / second_order_fd step time:\n\n"
+                    + "".join(f"- {k}: {v}x\n" for k, v in ratios.items()))
+    print(table)
+    for k, v in ratios.items():
+        print(f"exact/fd {k}: {v}x")
+    print(f"wrote {output} and {markdown} in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    app.run(main)
