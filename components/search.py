@@ -91,32 +91,14 @@ def run(dataset: str, search_run: str, kind: str = "cnn", seed: int = 0,
 
 
 def _cnn_search(data: artifacts.DatasetArtifact, config: Dict[str, Any], seed: int, output_dir: str, verbose):
-    import keras
-    import tensorflow as tf
-
-    from darts_tf.data import images
-    from darts_tf.search_runner import SearchConfig, build_cnn_search_model, run_bilevel_search
+    from darts_tf.search_runner import SearchConfig, run_cnn_search
 
     cfg = common.config_from_dict(SearchConfig, config, STAGE, seed=seed, output_dir=output_dir,
-                                  dataset=data.name, resume=False).validate()
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    image_data = data.image_data()
-    augment = images.AugmentConfig.for_image_size(image_data.image_shape[0], flip=image_data.name != "digits",
-                                                  cutout_length=cfg.cutout_length if cfg.cutout else 0)
-
-    def stream(initial_epoch):
-        return images.search_dataset(image_data.train_images, image_data.train_labels, cfg.batch_size,
-                                     cfg.train_portion, seed=cfg.seed, initial_epoch=initial_epoch,
-                                     epochs=cfg.epochs, augment=augment, mean=image_data.mean, std=image_data.std)
-
-    _, steps = stream(0)
-    model = build_cnn_search_model(cfg, image_data.image_shape, image_data.num_classes, steps)
+                                  dataset=data.name, resume=False)
+    result = run_cnn_search(cfg, verbose=verbose, data=data.image_data(),
+                            extra_flags={"dataset_hash": data.dataset_hash})
     flags = {**cfg.to_dict(), "dataset_hash": data.dataset_hash}
     flags.pop("output_dir")
-    result = run_bilevel_search(model, lambda e: stream(e)[0], steps, cfg.epochs, output_dir,
-                                {**flags, "output_dir": output_dir}, False, verbose=verbose)
     return result, cfg.primitive_list, flags
 
 

@@ -280,31 +280,34 @@ def compile_search_model(model, config, steps_per_epoch: int, beta_1: float = 0.
     return model
 
 
-def run_cnn_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
-                   verbose="auto") -> Dict[str, Any]:
-    """DARTS on an image dataset: returns the final genotype and metrics, writes ``SearchOutputs``."""
+def run_cnn_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
+                   data=None, extra_flags: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """DARTS on an image dataset: returns the final genotype and metrics, writes ``SearchOutputs``.
+
+    `data` (an ``images.ImageData``) is used instead of loading ``config.dataset`` when given (the pipeline's
+    ingested copy); `extra_flags` are recorded with the run's flags (e.g. the dataset hash).
+    """
     from darts_tf.data import images
 
     config.validate()
     _seed_everything(config.seed, config.deterministic)
-    data = images.load_image_data(config.dataset, config.data_dir, download=config.download)
+    if data is None:
+        data = images.load_image_data(config.dataset, config.data_dir, download=config.download)
     size = data.image_shape[0]
     augment = images.AugmentConfig.for_image_size(size, flip=data.name != "digits",
                                                   cutout_length=config.cutout_length if config.cutout else 0)
 
-    def dataset(initial_epoch):
+    def stream(initial_epoch):
         return images.search_dataset(data.train_images, data.train_labels, config.batch_size, config.train_portion,
                                      seed=config.seed, initial_epoch=initial_epoch, epochs=config.epochs,
-                                     augment=augment, mean=data.mean, std=data.std)[0]
+                                     augment=augment, mean=data.mean, std=data.std)
 
-    _, steps = images.search_dataset(data.train_images, data.train_labels, config.batch_size, config.train_portion,
-                                     seed=config.seed, initial_epoch=0, epochs=config.epochs, augment=augment,
-                                     mean=data.mean, std=data.std)
+    _, steps = stream(0)
     model = build_cnn_search_model(config, data.image_shape, data.num_classes, steps)
     logging.info("CNN search: %s, %d train images, %d steps/epoch, mode %s", data.name, len(data.train_images), steps,
                  config.arch_mode)
-    return run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, config.to_dict(), config.resume,
-                              callbacks, verbose)
+    return run_bilevel_search(model, lambda e: stream(e)[0], steps, config.epochs, config.output_dir,
+                              {**config.to_dict(), **(extra_flags or {})}, config.resume, callbacks, verbose)
 
 
 def run_random_search(output_dir: str, kind: str = "cnn", num_samples: int = 8, seed: int = 0) -> Dict[str, Any]:
