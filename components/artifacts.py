@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from darts_tf import genotypes as gt
+from darts_tf.io_utils import json_default
 
 FORMAT_VERSION = 1
 METADATA_FILE = "artifact.json"
@@ -72,17 +73,9 @@ class ArtifactError(ValueError):
 # --------------------------------------------------------------------------------------------- common
 
 
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 def _write_json(path: str, data: Any) -> None:
     with open(path, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=_json_default)
+        json.dump(data, f, indent=1, sort_keys=True, default=json_default)
         f.write("\n")
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import keras
 import numpy as np
+
+from darts_tf.io_utils import atomic_savez
 
 STATE_FILE = "training_state.npz"
 CONFIG_FILE = "run_config.json"
@@ -30,20 +31,6 @@ def state_variables(model: keras.Model, optimizers: Sequence[Any] = ()) -> List[
     return variables
 
 
-def _atomic_savez(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_state(directory: str, model: keras.Model, epochs_done: int, optimizers: Sequence[Any] = (),
                extra: Optional[Dict[str, Any]] = None) -> str:
     variables = state_variables(model, optimizers)
@@ -51,7 +38,7 @@ def save_state(directory: str, model: keras.Model, epochs_done: int, optimizers:
     arrays["__paths__"] = np.array([v.path for v in variables])
     arrays["__meta__"] = np.array(json.dumps({"epochs_done": int(epochs_done), **(extra or {})}))
     path = os.path.join(directory, STATE_FILE)
-    _atomic_savez(path, arrays)
+    atomic_savez(path, arrays)
     return path
 
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from darts_tf.io_utils import atomic_write_text  # noqa: F401  (re-exported for callers)
 
 CNN_PRIMITIVES: Tuple[str, ...] = (
     "none",
@@ -218,21 +219,6 @@ def genotype_from_json(text: str, kind: Optional[str] = None) -> AnyGenotype:
     except json.JSONDecodeError as e:
         raise GenotypeError(f"Genotype JSON does not parse: {e}") from e
     return genotype_from_dict(data, kind=kind)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename, so readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_genotype(genotype: AnyGenotype, path: str, metadata: Optional[Dict[str, Any]] = None) -> None:

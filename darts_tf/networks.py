@@ -6,7 +6,7 @@ auxiliary logits, so they and drop-path are active in training and absent at inf
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import keras
 import numpy as np
@@ -125,9 +125,9 @@ class _CellNetwork(keras.Model):
         self.acc = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.top5 = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")
 
-    def _make_cells(self, C_prev_prev, C_prev, C_curr, reduction_prev):
+    def _make_cells(self, C_curr, reduction_prev):
+        """The cells (reductions at 1/3 and 2/3 depth double the width); Keras infers each cell's input channels."""
         cells = []
-        aux_channels = None
         reductions = reduction_layers(self.num_layers)
         g = self.genotype
         for i in range(self.num_layers):
@@ -138,10 +138,7 @@ class _CellNetwork(keras.Model):
             seed = None if self.seed is None else self.seed + i
             cells.append(Cell(edges, concat, C_curr, reduction, reduction_prev, seed=seed, name=f"cell_{i}"))
             reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, len(concat) * C_curr
-            if i == 2 * self.num_layers // 3:
-                aux_channels = C_prev
-        return cells, aux_channels
+        return cells
 
     def stem_forward(self, x, training):
         raise NotImplementedError
@@ -241,7 +238,7 @@ class NetworkCIFAR(_CellNetwork):
         self.C, self.stem_multiplier = C, stem_multiplier
         self.stem = keras.Sequential([layers.Conv2D(stem_multiplier * C, 3, padding="same", use_bias=False),
                                       batch_norm(True)], name="stem")
-        self.cells, _ = self._make_cells(stem_multiplier * C, stem_multiplier * C, C, reduction_prev=False)
+        self.cells = self._make_cells(C, reduction_prev=False)
         self.auxiliary_head = AuxiliaryHead(num_classes, pool_stride=3, name="auxiliary_head") if auxiliary else None
         self.global_pooling = layers.GlobalAveragePooling2D()
         self.classifier = layers.Dense(num_classes, name="classifier")
@@ -267,7 +264,7 @@ class NetworkImageNet(_CellNetwork):
             layers.Conv2D(C, 3, strides=2, padding="same", use_bias=False), batch_norm(True)], name="stem0")
         self.stem1 = keras.Sequential([
             layers.ReLU(), layers.Conv2D(C, 3, strides=2, padding="same", use_bias=False), batch_norm(True)], name="stem1")
-        self.cells, _ = self._make_cells(C, C, C, reduction_prev=True)
+        self.cells = self._make_cells(C, reduction_prev=True)
         self.auxiliary_head = (AuxiliaryHead(num_classes, pool_stride=2, second_bn=False, name="auxiliary_head")
                                if auxiliary else None)
         self.global_pooling = layers.GlobalAveragePooling2D()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -30,6 +29,7 @@ from absl import logging
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import ARCH_MODES, check_arch_mode
+from darts_tf.io_utils import atomic_savez, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,22 +63,6 @@ class SearchOutputs:
     @property
     def tensorboard(self):
         return self.path("tensorboard")
-
-
-def _atomic_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    checkpoint._atomic_savez(path, arrays)
-
-
-def write_json(path: str, data: Any) -> None:
-    gt.atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def alpha_heatmap(weights: np.ndarray, cell: int = 8) -> np.ndarray:
@@ -115,7 +99,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
         gt.save_genotype(genotype, self.outputs.epoch_genotype(epoch + 1), {**self.lineage, "epoch": epoch + 1})
         for name, value in alphas.items():
             self.history.setdefault(name, []).append(value)
-        _atomic_npz(self.outputs.alpha_history, {k: np.stack(v) for k, v in self.history.items()})
+        atomic_savez(self.outputs.alpha_history, {k: np.stack(v) for k, v in self.history.items()})
         self.metrics_history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
         write_json(self.outputs.metrics, {"history": self.metrics_history})
         with self.writer.as_default(step=epoch + 1):
@@ -168,7 +152,7 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
     epochs_done = history[-1]["epoch"] if history else initial_epoch
     genotype = model.genotype()
     alphas = model.alphas_numpy()
-    _atomic_npz(outputs.alphas, alphas)
+    atomic_savez(outputs.alphas, alphas)
     metrics = {"history": history, "final": history[-1] if history else {}, "epochs_done": epochs_done,
                "wall_time_s": time.time() - start}
     write_json(outputs.metrics, metrics)

@@ -21,10 +21,9 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 

@@ -12,7 +12,7 @@ import os
 
 from absl import app, flags
 
-from darts_tf.cli.train import run_guarded
+from darts_tf.cli.common import run_main
 
 FLAGS = flags.FLAGS
 
@@ -50,7 +50,7 @@ def main(argv):
                                          image_shape=info.get("image_shape"))
         print(f"SavedModel written to {path}")
 
-    run_guarded(body)
+    run_main(body)
 
 
 def run():

@@ -12,7 +12,7 @@ import json
 
 from absl import app, flags
 
-from darts_tf.cli.train import run_guarded
+from darts_tf.cli.common import run_main
 
 FLAGS = flags.FLAGS
 
@@ -44,7 +44,7 @@ def main(argv):
             else:
                 print(f"{path}: " + ", ".join(f"{n} ({p:.4f})" for n, p in top))
 
-    run_guarded(body)
+    run_main(body)
 
 
 def run():

@@ -14,7 +14,7 @@ import os
 
 from absl import app, flags
 
-from darts_tf.cli.train import run_guarded
+from darts_tf.cli.common import run_main
 from darts_tf.genotypes import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -52,7 +52,7 @@ def main(argv):
         if FLAGS.output_json:
             atomic_write_text(os.path.abspath(FLAGS.output_json), json.dumps(result, indent=1) + "\n")
 
-    run_guarded(body)
+    run_main(body)
 
 
 def run():

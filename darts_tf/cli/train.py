@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import typing
-from typing import Any, Callable, Dict
+from typing import Dict
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from darts_tf import checkpoint
+from darts_tf.cli.common import run_main
 from darts_tf.genotypes import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -76,16 +76,6 @@ def write_flags(output_dir: str, resume: bool) -> None:
     atomic_write_text(os.path.join(output_dir, FLAGS_FILE), FLAGS.flags_into_string())
 
 
-def run_guarded(body: Callable[[], Any]) -> None:
-    """Bad input (ValueError, incl. GenotypeError, FileNotFoundError) prints one clear line and exits 2."""
-    try:
-        body()
-    except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv):
     from darts_tf import training
 
@@ -98,7 +88,7 @@ def main(argv):
         metrics = training.train(config)
         print(json.dumps(metrics, indent=1))
 
-    run_guarded(body)
+    run_main(body)
 
 
 def run():

@@ -14,7 +14,8 @@ import json
 
 from absl import app
 
-from darts_tf.cli.train import config_from_flags, define_config_flags, run_guarded, write_flags
+from darts_tf.cli.common import run_main
+from darts_tf.cli.train import config_from_flags, define_config_flags, write_flags
 
 
 def main(argv):
@@ -29,7 +30,7 @@ def main(argv):
         metrics = training.train_imagenet(config)
         print(json.dumps(metrics, indent=1))
 
-    run_guarded(body)
+    run_main(body)
 
 
 def run():

@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from darts_tf.io_utils import atomic_write_text
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -44,21 +45,6 @@ def tokenize_line(line: str) -> list:
     return line.split() + [EOS]
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_vocab(vocab: Sequence[str], path: str) -> None:
     """Writes one token per line, atomically (temp file + rename)."""
     for token in vocab:
@@ -66,7 +52,7 @@ def save_vocab(vocab: Sequence[str], path: str) -> None:
             raise ValueError(
                 f"Vocabulary token {token!r} is empty or contains whitespace; "
                 "tokens must be whitespace-free words.")
-    _atomic_write_text(path, "".join(t + "\n" for t in vocab))
+    atomic_write_text(path, "".join(t + "\n" for t in vocab))
 
 
 def load_vocab(path: str) -> list:
@@ -184,7 +170,7 @@ def smoke_corpus(directory: str, max_train_tokens: int = 100_000,
         text = "".join(
             " " + " ".join(w if counts.get(w, 0) >= min_count else UNK for w in words)
             + " \n" for words in rows)  # PTB's leading/trailing spaces
-        _atomic_write_text(os.path.join(directory, name), text)
+        atomic_write_text(os.path.join(directory, name), text)
     return os.fspath(directory)
 
 
