@@ -10,7 +10,8 @@ Writes one JSON line per configuration (schema: ``benchmarks/schema.json``, chec
 Markdown table::
 
     python benchmarks/run.py --quick                       # < 5 min on 2 CPU cores
-    python benchmarks/run.py --output=benchmarks/results/full.jsonl   # the full grid (RESULTS.md)
+    python benchmarks/run.py --grid=cpu                    # RESULTS.md's CPU subset (~25 min on 2 cores)
+    python benchmarks/run.py --grid=full                   # every configuration (for a GPU)
     python benchmarks/run.py --only='cnn_search/second_order' --list  # what a filter selects
 
 Mixed precision is measured on a GPU only; on CPU its configurations are recorded as skipped with the reason.
@@ -43,7 +44,10 @@ MIXED_PRECISION_ON_CPU = ("mixed precision needs a GPU (float16 kernels); no GPU
                           "is skipped on CPU")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "Small networks, few iterations, a subset of the grid (< 5 min on 2 CPU cores).")
+flags.DEFINE_bool("quick", False, "Small networks, few iterations, a subset of the grid (< 5 min on 2 CPU cores); "
+                  "the same as --grid=quick.")
+flags.DEFINE_enum("grid", "full", ["full", "cpu", "quick"], "Which configurations: the full grid (for a GPU), its "
+                  "subset for a 2-core CPU in ~25 minutes, or the quick smoke set.")
 flags.DEFINE_string("only", None, "Regular expression; run only the configurations whose name it matches (re.search).")
 flags.DEFINE_bool("list", False, "Print the selected configuration names and exit.")
 flags.DEFINE_string("output", None, "JSON-lines file to write (default benchmarks/results/{quick,full}.jsonl).")
@@ -144,6 +148,21 @@ def full_grid() -> List[BenchConfig]:
     return grid
 
 
+def cpu_grid() -> List[BenchConfig]:
+    """The subset of ``full_grid`` a 2-core CPU measures in about 25 minutes, most important first: the paper's
+    CNN search (batch 64) in the three modes, the RNN search (batch 256) in the three modes, the evaluation network,
+    tf.data pipeline vs cached, XLA where it compiles in reasonable time, and mixed precision (skipped on CPU)."""
+    grid = [_cnn_search(mode, 64, iters=2) for mode in ("second_order_fd", "second_order_exact", "first_order")]
+    grid += [_rnn_search(mode, 256, iters=3) for mode in ARCH_MODES]
+    grid += [_cnn_eval(96, iters=2),
+             _cnn_search("first_order", 16, iters=4), _cnn_search("first_order", 16, data="pipeline", iters=4),
+             _rnn_search("first_order", 64, iters=3), _rnn_search("first_order", 64, jit_compile=True, iters=3),
+             _cnn_search("first_order", 16, jit_compile=True, iters=4)]
+    grid += [_cnn_search(mode, 64, mixed_precision=True) for mode in ARCH_MODES]
+    grid += [_cnn_eval(96, mixed_precision=True)] + [_rnn_search(mode, 256, mixed_precision=True) for mode in ARCH_MODES]
+    return grid
+
+
 def quick_grid() -> List[BenchConfig]:
     """Every model and mode at small sizes; XLA for the first order only; one pipeline-vs-cached pair."""
     small_cnn = dict(layers=5, channels=8, iters=3)
@@ -156,6 +175,9 @@ def quick_grid() -> List[BenchConfig]:
     grid += [_rnn_search(mode, 32, **small_rnn) for mode in ARCH_MODES]
     grid += [_rnn_search("first_order", 32, jit_compile=True, **small_rnn)]
     return grid
+
+
+GRIDS = {"full": full_grid, "cpu": cpu_grid, "quick": quick_grid}
 
 
 def select(grid: Iterable[BenchConfig], pattern: Optional[str]) -> List[BenchConfig]:
@@ -455,7 +477,8 @@ def main(argv):
         record = validate_record(run_child(BenchConfig(**json.loads(FLAGS.child))))
         print(RESULT_PREFIX + json.dumps(record), flush=True)
         return
-    grid = quick_grid() if FLAGS.quick else full_grid()
+    grid_name = "quick" if FLAGS.quick else FLAGS.grid
+    grid = GRIDS[grid_name]()
     overrides = {k: v for k, v in (("iters", FLAGS.iters), ("warmup", FLAGS.warmup)) if v is not None}
     configs = [dataclasses.replace(c, **overrides) for c in select(grid, FLAGS.only)]
     if not configs:
@@ -464,7 +487,7 @@ def main(argv):
         print("\n".join(c.name for c in configs))
         return
     output = FLAGS.output or os.path.join(os.path.dirname(SCHEMA_PATH), "results",
-                                          "quick.jsonl" if FLAGS.quick else "full.jsonl")
+                                          f"{grid_name}.jsonl")
     markdown = FLAGS.markdown or os.path.splitext(output)[0] + ".md"
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     schema = load_schema()

@@ -1,0 +1,87 @@
+"""benchmarks/run.py: the schema check, the grids, and (slow) the quick benchmark end to end in child processes."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import run
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "run.py"
+# one configuration per model family, both search data paths, and mixed precision (skipped on CPU)
+QUICK_SUBSET = r"cnn_search/(first_order|second_order_fd)/.*noxla/(fp32|mp16)/cached|cnn_eval|rnn_search/second_order_exact"
+
+
+def _ok_record(**overrides):
+    cfg = run.BenchConfig("cnn_search", 16, "first_order", layers=5, channels=8, nodes=4, image_size=32, num_classes=10)
+    record = run.base_record(cfg, "ok", None, [0.5, 0.5, 0.5])
+    record.update(build_s=1.0, trace_compile_s=2.0, examples_per_s=10.0, peak_host_mem_mb=100.0,
+                  step_s={"median": 1.0, "min": 0.9, "max": 1.1, "mean": 1.0, "all": [0.9, 1.0, 1.1]})
+    record.update(overrides)
+    return record
+
+
+def test_schema_accepts_a_record_and_names_what_is_wrong():
+    schema = run.load_schema()
+    assert run.validate_record(_ok_record(), schema)
+    with pytest.raises(ValueError, match=r"\$\.status: 'fine' is not one of"):
+        run.validate_record(_ok_record(status="fine"), schema)
+    with pytest.raises(ValueError, match=r"missing required key 'step_s'"):
+        bad = _ok_record()
+        del bad["step_s"]
+        run.validate_record(bad, schema)
+    with pytest.raises(ValueError, match=r"unexpected key 'extra'"):
+        run.validate_record(_ok_record(extra=1), schema)
+    with pytest.raises(ValueError, match=r"\$\.step_s\.median: -1 < minimum 0"):
+        run.validate_record(_ok_record(step_s={"median": -1, "min": 0, "max": 0, "mean": 0, "all": []}), schema)
+
+
+def test_grids_have_unique_names_and_cover_the_brief():
+    full = run.select(run.full_grid(), None)
+    names = {c.name for c in full}
+    for mode in run.ARCH_MODES:
+        for jit in ("xla", "noxla"):
+            assert f"cnn_search/{mode}/L8C16b64/{jit}/fp32/cached" in names
+            assert f"cnn_search/{mode}/L8C16b16/{jit}/mp16/cached" in names
+            assert f"rnn_search/{mode}/U300V10000b256/{jit}/fp32/cached" in names
+    assert "cnn_eval/L20C36b96/xla/mp16/cached" in names
+    assert {c.name for c in run.cpu_grid()} <= names
+    assert run.select(run.quick_grid(), QUICK_SUBSET)
+    with pytest.raises(ValueError, match="arch_mode"):
+        run.BenchConfig("cnn_search", 16)
+
+
+def test_exact_to_fd_ratio_pairs_configurations():
+    exact = _ok_record(name="cnn_search/second_order_exact/L5C8b16/noxla/fp32/cached", arch_mode="second_order_exact",
+                       step_s={"median": 3.0, "min": 3, "max": 3, "mean": 3, "all": [3]})
+    fd = _ok_record(name="cnn_search/second_order_fd/L5C8b16/noxla/fp32/cached", arch_mode="second_order_fd",
+                    step_s={"median": 2.0, "min": 2, "max": 2, "mean": 2, "all": [2]})
+    assert run.exact_to_fd_ratios([exact, fd]) == {"cnn_search/L5C8b16/noxla/fp32/cached": 1.5}
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_schema_valid_lines(tmp_path):
+    output = tmp_path / "quick.jsonl"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", f"--only={QUICK_SUBSET}", "--iters=1",
+                           f"--output={output}"], capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = output.read_text().splitlines()
+    expected = [c.name for c in run.select(run.quick_grid(), QUICK_SUBSET)]
+    assert len(lines) == len(expected)
+    schema = run.load_schema()
+    records = [run.validate_record(json.loads(line), schema) for line in lines]
+    assert [r["name"] for r in records] == expected
+    for r in records:
+        if r["mixed_precision"]:
+            assert r["status"] == "skipped" and "GPU" in r["reason"]
+        else:
+            assert r["status"] == "ok", r["reason"]
+            assert r["step_s"]["min"] <= r["step_s"]["median"] <= r["step_s"]["max"]
+            assert r["trace_compile_s"] > 0 and r["peak_host_mem_mb"] > 0 and r["examples_per_s"] > 0
+    table = output.with_suffix(".md").read_text()
+    assert table.count("\n| ") >= len(expected) and "second_order_exact" in table
