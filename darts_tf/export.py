@@ -21,11 +21,12 @@ the exported graph is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -87,11 +88,7 @@ def export_saved_model(model: keras.Model, export_dir: str, mean: Sequence[float
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise ValueError(f"class_names has {len(class_names)} names but the model has {num_classes} classes.")
     module = ServingModule(model, image_shape, mean, std)
-    export_dir = os.path.abspath(export_dir)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(export_dir)}-")
-    try:
+    with publish_directory(export_dir) as tmp:
         tf.saved_model.save(module, tmp, signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
         if hasattr(model, "genotype"):
             gt.save_genotype(model.genotype, os.path.join(tmp, GENOTYPE_FILE))
@@ -100,6 +97,19 @@ def export_saved_model(model: keras.Model, export_dir: str, mean: Sequence[float
                 "class_names": [str(c) for c in class_names] if class_names is not None else None,
                 "mean": [float(m) for m in mean], "std": [float(s) for s in std], "run": dict(metadata or {})}
         gt.atomic_write_text(os.path.join(tmp, METADATA_FILE), json.dumps(info, indent=1) + "\n")
+    return os.path.abspath(export_dir)
+
+
+@contextlib.contextmanager
+def publish_directory(export_dir: str) -> Iterator[str]:
+    """Yields a temporary directory beside `export_dir` to fill; on success it replaces `export_dir` by a rename
+    (an existing one is swapped out first), so readers see the old export or the whole new one, never half."""
+    export_dir = os.path.abspath(export_dir)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(export_dir)}-")
+    try:
+        yield tmp
         old = None
         if os.path.exists(export_dir):
             old = tempfile.mkdtemp(dir=parent, prefix=f".old-{os.path.basename(export_dir)}-")
@@ -111,7 +121,6 @@ def export_saved_model(model: keras.Model, export_dir: str, mean: Sequence[float
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    return export_dir
 
 
 class Predictor:

@@ -1,0 +1,94 @@
+"""darts-rnn-train: trains a language model with a recurrent cell from scratch (paper A.2.2, A.2.4).
+
+    darts-rnn-train --preset ptb --genotype DARTS_V2 --data_dir data/penn --output_dir runs/ptb_darts_v2
+    darts-rnn-train --preset wikitext2 --data_dir data/wikitext-2 --output_dir runs/wt2     # transfer (A.2.4)
+    darts-rnn-train --preset smoke --output_dir runs/smoke --export                         # offline, minutes
+    darts-rnn-train --preset ptb --genotype runs/rnn_search/genotype.json ...              # a searched cell
+
+Every field of ``darts_tf.rnn.training.RNNTrainConfig`` is a flag; an unset flag keeps the preset's value. Writes
+the run directory of ``darts_tf.rnn.evaluation_runner`` (model.keras, vocab.txt, metrics.json, checkpoints,
+tensorboard/, and with --export a SavedModel) and prints metrics.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+from absl import app, flags
+
+from darts_tf.cli import common
+
+FLAGS = flags.FLAGS
+
+HELP = {
+    "genotype": "RNN genotype: a published name (DARTS_V1, DARTS_V2, ENAS), a genotype JSON file, or inline JSON.",
+    "units": "Embedding = hidden size.",
+    "epochs": "Epochs (the reference trains 'until convergence', at most 8000).",
+    "nonmono": "Non-monotone interval of the switch to averaged SGD.",
+    "dropoute": "Embedding (token) dropout.",
+    "tar_beta": "Temporal activation regularisation weight.",
+}
+
+
+def define_flags():
+    from darts_tf.rnn.training import RNN_PRESETS, RNNTrainConfig
+
+    def define(kind, name, default, text):
+        if name not in FLAGS:  # another script of this process may have defined it
+            kind(name, default, text)
+
+    define(flags.DEFINE_string, "preset", "ptb", f"Settings preset: {', '.join(sorted(RNN_PRESETS))}.")
+    define(flags.DEFINE_string, "data_dir", None, "Directory with train.txt, valid.txt, test.txt (PTB / WikiText-2 "
+           "layout); 'smoke' (or unset with --preset smoke) = the offline corpus.")
+    define(flags.DEFINE_string, "output_dir", None, "Run directory (model.keras, vocab.txt, metrics.json, checkpoints).")
+    define(flags.DEFINE_bool, "resume", False, "Continue the run in --output_dir from its last finished epoch.")
+    define(flags.DEFINE_bool, "export", False, "Also write a SavedModel (token ids -> next-token log-probs) to "
+           "output_dir/saved_model.")
+    define(flags.DEFINE_integer, "verbose", 0, "fit progress: 0 silent, 1 progress bar, 2 one line per epoch.")
+    hints = typing.get_type_hints(RNNTrainConfig)
+    ptb = RNN_PRESETS["ptb"]
+    for field in dataclasses.fields(RNNTrainConfig):
+        kind = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(hints[field.name], flags.DEFINE_string)
+        text = HELP.get(field.name, field.name.replace("_", " ") + ".")
+        define(kind, field.name, None, f"{text} Default: the preset's (ptb: {getattr(ptb, field.name)}).")
+
+
+def config_from_flags():
+    """The preset with the flags that were given on the command line."""
+    from darts_tf.rnn.training import RNNTrainConfig, get_preset
+
+    overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(RNNTrainConfig) if FLAGS[f.name].present}
+    return get_preset(FLAGS.preset, **overrides)
+
+
+def _given(name):
+    return FLAGS[name].value if FLAGS[name].present else None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+
+    def body():
+        from darts_tf.rnn.evaluation_runner import run_rnn_training
+
+        if not _given("output_dir"):
+            raise ValueError("--output_dir is required: the run directory for the model, vocabulary and metrics.")
+        metrics = run_rnn_training(config_from_flags(), FLAGS.output_dir, data_dir=_given("data_dir"),
+                                   preset=FLAGS.preset, resume=bool(_given("resume")), export=bool(_given("export")),
+                                   verbose=_given("verbose") or 0)
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=1))
+
+    common.run_main(body)
+
+
+def run():
+    """Console-script entry point (darts-rnn-train)."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
