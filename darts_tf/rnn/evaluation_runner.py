@@ -148,13 +148,17 @@ def _run_dir(model_path: str) -> str:
 
 def load_trained_model(model_path: str):
     """The model.keras of a run (or the run directory holding one)."""
-    import darts_tf.rnn.models  # noqa: F401  (registers the serializable classes)
+    from darts_tf.rnn.models import RNNModel  # registers the serializable classes
 
     path = RNNRunOutputs(model_path).model if os.path.isdir(model_path) else model_path
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model file {path!r} does not exist; pass the model.keras written by darts-rnn-train "
                                 "(or its output directory).")
-    return keras.models.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False)
+    if not isinstance(model, RNNModel):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a recurrent language model (RNNModel); pass a "
+                         "model written by darts-rnn-train.")
+    return model
 
 
 def evaluate_trained(model_path: str, data_dir: Optional[str] = None) -> Dict[str, Any]:
