@@ -109,8 +109,12 @@ class BilevelSearchModel(keras.Model):
         self._arch_positions = [i for i, v in enumerate(trainable) if id(v) in arch]
         self._weight_positions = [i for i, v in enumerate(trainable) if id(v) not in arch]
 
+    reports_accuracy = True  # False for networks without an accuracy (language models): only losses are logged
+
     @property
     def metrics(self):
+        if not self.reports_accuracy:
+            return [self.loss_tracker, self.val_loss_tracker]
         return [self.loss_tracker, self.acc_tracker, self.val_loss_tracker, self.val_acc_tracker]
 
     def current_learning_rate(self):
@@ -247,4 +251,7 @@ class BilevelSearchModel(keras.Model):
         acc = self.search_accuracy(batch, outputs)
         if acc is not None:
             self.acc_tracker.update_state(acc)
-        return {"loss": self.loss_tracker.result(), "accuracy": self.acc_tracker.result()}
+        logs = {"loss": self.loss_tracker.result()}
+        if self.reports_accuracy:
+            logs["accuracy"] = self.acc_tracker.result()
+        return logs

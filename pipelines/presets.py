@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Sequence, Union
 
 from components.evaluate import RNNEvalConfig
 from components.ingest import IngestConfig
-from components.search import RNNSearchConfig
+from darts_tf.rnn.search_runner import RNNSearchConfig
 from components.select import RNNSelectConfig
 from darts_tf.search_runner import SearchConfig
 from darts_tf.training import ImageNetConfig, TrainConfig
@@ -104,7 +104,7 @@ def _rnn_smoke() -> RNNPipelineConfig:
     return RNNPipelineConfig(
         seeds=[1, 2],
         ingest=IngestConfig(kind="text", name="smoke", max_train_tokens=20_000),
-        search=RNNSearchConfig(units=16, steps=3, batch_size=16, bptt=20, max_seq_len_delta=5, epochs=1,
+        search=RNNSearchConfig(units=16, nodes=3, batch_size=16, bptt=20, max_seq_len_delta=5, epochs=1,
                                dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1),
         select=RNNSelectConfig(preset="smoke", overrides=dict(_SMOKE_RNN), epochs=1, validation_portion=0.1),
         evaluate=RNNEvalConfig(preset="smoke", overrides={**_SMOKE_RNN, "epochs": 2}),

@@ -230,6 +230,8 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
             loss = loss + self.tar_beta * temporal_activation_penalty(outputs["rnn_outputs"], mask)
         return loss
 
+    reports_accuracy = False
+
     def search_accuracy(self, batch, outputs):
         return None
 

@@ -139,15 +139,21 @@ def build_rnn_search_model(config: RNNSearchConfig, vocab_size: int) -> RNNSearc
 
 
 def run_rnn_search(config: RNNSearchConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
-                   verbose="auto") -> Dict[str, Any]:
+                   verbose="auto", corpus: Optional[Corpus] = None,
+                   extra_flags: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """DARTS for a recurrent cell: returns {'genotype', 'genotype_path', 'metrics', 'alphas', ...}; writes
-    ``darts_tf.search_runner.SearchOutputs`` and ``vocab.txt`` to ``config.output_dir``."""
+    ``darts_tf.search_runner.SearchOutputs`` and ``vocab.txt`` to ``config.output_dir``.
+
+    `corpus` is used instead of loading ``config.data_dir`` when given (the pipeline's ingested copy);
+    `extra_flags` are recorded with the run's flags (e.g. the dataset hash).
+    """
     config.validate()
-    checkpoint.check_run_config(config.output_dir, config.to_dict(), config.resume)  # before writing anything
+    flags = {**config.to_dict(), **(extra_flags or {})}
+    checkpoint.check_run_config(config.output_dir, flags, config.resume)  # before writing anything
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    corpus = load_search_corpus(config)
+    corpus = corpus if corpus is not None else load_search_corpus(config)
     train_batched = batchify(corpus.train, config.batch_size)
     valid_batched = batchify(corpus.valid, config.batch_size)
     _, steps = rnn_search_dataset(train_batched, valid_batched, config)
@@ -159,5 +165,5 @@ def run_rnn_search(config: RNNSearchConfig, callbacks: Sequence[keras.callbacks.
     def dataset(initial_epoch):
         return rnn_search_dataset(train_batched, valid_batched, config, initial_epoch)[0]
 
-    return run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, config.to_dict(), config.resume,
+    return run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, flags, config.resume,
                               callbacks, verbose)

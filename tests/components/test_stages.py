@@ -139,7 +139,7 @@ def test_transfer_trains_the_cell_with_the_imagenet_recipe(root, derived):
 def test_rnn_search_and_derive_on_the_smoke_corpus(tmp_path):
     data = ingest.run(str(tmp_path / "d"), {"kind": "text", "name": "smoke", "max_train_tokens": 3000})
     run = search.run(data.path, str(tmp_path / "s"), kind="rnn", seed=2, verbose=0, config=dict(
-        units=8, steps=2, batch_size=8, bptt=10, max_seq_len_delta=2, epochs=1))
+        units=8, nodes=2, batch_size=8, bptt=10, max_seq_len_delta=2, epochs=1))
     genotype, pictures = derive.run(run.path, str(tmp_path / "g"), str(tmp_path / "p"))
     assert genotype.genotype.kind == "rnn" and genotype.genotype.steps == 2
     assert [os.path.basename(p) for p in pictures.paths("png")] == ["recurrent.png"]
