@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from components import artifacts, common
@@ -101,31 +100,19 @@ def check_saved_model(saved_model_dir: str, data: Optional[artifacts.DatasetArti
 
 def train_rnn(data: artifacts.DatasetArtifact, chosen: artifacts.GenotypeArtifact, cfg: RNNEvalConfig,
               writer_dir: str, stage: str) -> Dict[str, Any]:
-    """Trains the recurrent cell on the corpus' train split (validation: valid), reports test perplexity with
-    the best validation weights, and saves `model.keras` in the run dir."""
-    import keras
-
-    from darts_tf.data import text
+    """Trains the recurrent cell with `darts_tf.rnn.evaluation_runner` (train split; validation: valid) into the
+    artifact's run dir, which has that runner's layout (model.keras, vocab.txt, tensorboard/); test perplexity
+    is that of the best validation weights."""
     from darts_tf.rnn import training as rnn_training
+    from darts_tf.rnn.evaluation_runner import run_rnn_training
 
     if data.kind != "text":
         raise artifacts.ArtifactError(stage, data.path, f"holds {data.kind}; RNN training needs text")
-    train_cfg = rnn_training.get_preset(cfg.preset, **{**common.coerce_numbers(rnn_training.RNNTrainConfig, cfg.overrides), "genotype": chosen.json_path})
-    corpus = text.Corpus.from_directory(data.corpus_dir)
-    run_dir = artifacts.run_dir_of(writer_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    start = time.time()
-    keras.utils.set_random_seed(train_cfg.seed)
-    model = rnn_training.compile_model(rnn_training.build_model(train_cfg, corpus.vocab_size), train_cfg)
-    result = rnn_training.train(model, corpus.train, corpus.valid, train_cfg, output_dir=run_dir, callbacks=[
-        keras.callbacks.TensorBoard(artifacts.tensorboard_dir_of(run_dir), write_graph=False)])
-    best = os.path.join(run_dir, rnn_training.BEST_WEIGHTS_FILE)
-    if os.path.isfile(best):
-        model.load_weights(best)
-    test_ppl = rnn_training.evaluate_perplexity(model, text.batchify(corpus.test, train_cfg.test_batch_size),
-                                                train_cfg.bptt)
-    model.save(artifacts.keras_model_path_of(writer_dir))
-    text.save_vocab(corpus.vocab, artifacts.vocab_path_of(writer_dir))
-    return {"dataset": data.name, "preset": cfg.preset, "valid_perplexity": result.best_val_ppl,
-            "test_perplexity": test_ppl, "test_loss": math.log(test_ppl), "epochs": result.epochs_done,
-            "vocab_size": corpus.vocab_size, "wall_time_s": time.time() - start}
+    overrides = common.coerce_numbers(rnn_training.RNNTrainConfig, cfg.overrides)
+    train_cfg = rnn_training.get_preset(cfg.preset, **{**overrides, "genotype": chosen.json_path})
+    result = run_rnn_training(train_cfg, output_dir=artifacts.run_dir_of(writer_dir), data_dir=data.corpus_dir,
+                              preset=cfg.preset)
+    return {"dataset": data.name, "preset": cfg.preset, "valid_perplexity": result["valid_ppl"],
+            "test_perplexity": result["test_ppl"], "test_loss": math.log(result["test_ppl"]),
+            "epochs": result["epochs_done"], "vocab_size": result["vocab_size"], "params": result["params"],
+            "wall_time_s": result["wall_time_s"]}
