@@ -260,9 +260,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def git_commit() -> str:
+    """The checkout's HEAD (with '+dirty' for uncommitted changes under darts_tf/), or 'unknown'."""
+    repo = os.path.dirname(os.path.dirname(SCHEMA_PATH))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "darts_tf"], cwd=repo, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head + ("+dirty" if dirty else "")) or "unknown"
+
+
 def _env(tf_version: str = "", keras_version: str = "") -> Dict[str, Any]:
     return {"tensorflow": tf_version, "keras": keras_version, "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count() or 1, "python": platform.python_version()}
+            "cpu_count": os.cpu_count() or 1, "python": platform.python_version(), "git_commit": git_commit()}
 
 
 def _load() -> List[float]:
