@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
-from darts_tf.cli.common import run_main
+from darts_tf.cli import common
 
 FLAGS = flags.FLAGS
 
@@ -28,9 +28,6 @@ def define_flags():
 
 def main(argv):
     from darts_tf import export, training
-
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
 
     def body():
         model_path = FLAGS.model
@@ -50,13 +47,12 @@ def main(argv):
                                          image_shape=info.get("image_shape"))
         print(f"SavedModel written to {path}")
 
-    run_main(body)
+    common.run_main_without_args(argv, body)
 
 
 def run():
     """Console-script entry point (darts-export)."""
-    define_flags()
-    app.run(main)
+    common.start(main, define_flags)
 
 
 if __name__ == "__main__":

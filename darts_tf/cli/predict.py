@@ -12,7 +12,7 @@ import json
 
 from absl import app, flags
 
-from darts_tf.cli.common import run_main
+from darts_tf.cli import common
 
 FLAGS = flags.FLAGS
 
@@ -44,13 +44,12 @@ def main(argv):
             else:
                 print(f"{path}: " + ", ".join(f"{n} ({p:.4f})" for n, p in top))
 
-    run_main(body)
+    common.run_main(body)
 
 
 def run():
     """Console-script entry point (darts-predict)."""
-    define_flags()
-    app.run(main)
+    common.start(main, define_flags)
 
 
 if __name__ == "__main__":

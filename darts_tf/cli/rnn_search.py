@@ -7,7 +7,6 @@ Writes the genotype after every epoch, the final genotype/alphas, alpha history,
 checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.search_runner for the layout.
 """
 
-from absl import app, logging
 
 from darts_tf.bilevel import ARCH_MODES
 from darts_tf.cli import common
@@ -30,14 +29,12 @@ common.define_flags_from_dataclass(RNNSearchConfig, {
 
 def main(argv):
     del argv
-    result = run_rnn_search(common.config_from_flags(RNNSearchConfig))
-    logging.info("genotype: %s", result["genotype"])
-    print(result["genotype_path"])
+    common.report_search(run_rnn_search(common.config_from_flags(RNNSearchConfig)))
 
 
 def run():
     """Console-script entry point (darts-rnn-search)."""
-    app.run(lambda argv: common.run_main(lambda: main(argv)))
+    common.start(lambda argv: common.run_main(lambda: main(argv)))
 
 
 if __name__ == "__main__":

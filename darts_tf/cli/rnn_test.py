@@ -9,9 +9,8 @@ numbers are those darts-rnn-train reported.
 from __future__ import annotations
 
 import json
-import os
 
-from absl import app, flags
+from absl import flags
 
 from darts_tf.cli import common
 
@@ -26,33 +25,24 @@ def define_flags():
             flags.DEFINE_string(name, None, text)
 
 
-def _given(name):
-    return FLAGS[name].value if FLAGS[name].present else None
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-
     def body():
-        from darts_tf.genotypes import atomic_write_text
         from darts_tf.rnn.evaluation_runner import evaluate_trained
 
-        if not _given("model"):
+        if not common.given("model"):
             raise ValueError("--model is required: the model.keras written by darts-rnn-train or its output directory.")
-        result = evaluate_trained(FLAGS.model, data_dir=_given("data_dir"))
+        result = evaluate_trained(FLAGS.model, data_dir=common.given("data_dir"))
         print(f"valid perplexity {result['valid_ppl']:.2f}  test perplexity {result['test_ppl']:.2f}")
         print(json.dumps(result))
-        if _given("output_json"):
-            atomic_write_text(os.path.abspath(FLAGS.output_json), json.dumps(result, indent=1) + "\n")
+        if common.given("output_json"):
+            common.write_result_json(FLAGS.output_json, result)
 
-    common.run_main(body)
+    common.run_main_without_args(argv, body)
 
 
 def run():
     """Console-script entry point (darts-rnn-test)."""
-    define_flags()
-    app.run(main)
+    common.start(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import typing
 
-from absl import app, flags
+from absl import flags
 
 from darts_tf.cli import common
 
@@ -63,31 +63,23 @@ def config_from_flags():
     return get_preset(FLAGS.preset, **overrides)
 
 
-def _given(name):
-    return FLAGS[name].value if FLAGS[name].present else None
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-
     def body():
         from darts_tf.rnn.evaluation_runner import run_rnn_training
 
-        if not _given("output_dir"):
+        if not common.given("output_dir"):
             raise ValueError("--output_dir is required: the run directory for the model, vocabulary and metrics.")
-        metrics = run_rnn_training(config_from_flags(), FLAGS.output_dir, data_dir=_given("data_dir"),
-                                   preset=FLAGS.preset, resume=bool(_given("resume")), export=bool(_given("export")),
-                                   verbose=_given("verbose") or 0)
+        metrics = run_rnn_training(config_from_flags(), FLAGS.output_dir, data_dir=common.given("data_dir"),
+                                   preset=FLAGS.preset, resume=bool(common.given("resume")), export=bool(common.given("export")),
+                                   verbose=common.given("verbose") or 0)
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=1))
 
-    common.run_main(body)
+    common.run_main_without_args(argv, body)
 
 
 def run():
     """Console-script entry point (darts-rnn-train)."""
-    define_flags()
-    app.run(main)
+    common.start(main, define_flags)
 
 
 if __name__ == "__main__":

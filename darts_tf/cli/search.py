@@ -7,7 +7,7 @@ Writes the genotype after every epoch, the final genotype/alphas, alpha history,
 checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.search_runner for the layout.
 """
 
-from absl import app, flags, logging
+from absl import flags
 
 from darts_tf.bilevel import ARCH_MODES
 from darts_tf.cli import common
@@ -37,12 +37,11 @@ def main(argv):
         result = run_random_search(flags_.output_dir, "cnn", flags_.random_search_samples, flags_.seed)
     else:
         result = run_cnn_search(common.config_from_flags(SearchConfig))
-    logging.info("genotype: %s", result["genotype"])
-    print(result["genotype_path"])
+    common.report_search(result)
 
 
 def run():
-    app.run(lambda argv: common.run_main(lambda: main(argv)))
+    common.start(lambda argv: common.run_main(lambda: main(argv)))
 
 
 if __name__ == "__main__":

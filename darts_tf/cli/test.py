@@ -10,12 +10,10 @@ training run wrote beside the model, so --split validation evaluates exactly the
 from __future__ import annotations
 
 import json
-import os
 
-from absl import app, flags
+from absl import flags
 
-from darts_tf.cli.common import run_main
-from darts_tf.genotypes import atomic_write_text
+from darts_tf.cli import common
 
 FLAGS = flags.FLAGS
 
@@ -37,9 +35,6 @@ def define_flags():
 def main(argv):
     from darts_tf import training
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-
     def body():
         result = training.evaluate_model(FLAGS.model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
                                          validation_portion=FLAGS.validation_portion, seed=FLAGS.seed,
@@ -50,15 +45,14 @@ def main(argv):
               f"{result['num_examples']} examples of {result['dataset']})")
         print(json.dumps(result))
         if FLAGS.output_json:
-            atomic_write_text(os.path.abspath(FLAGS.output_json), json.dumps(result, indent=1) + "\n")
+            common.write_result_json(FLAGS.output_json, result)
 
-    run_main(body)
+    common.run_main_without_args(argv, body)
 
 
 def run():
     """Console-script entry point (darts-test)."""
-    define_flags()
-    app.run(main)
+    common.start(main, define_flags)
 
 
 if __name__ == "__main__":

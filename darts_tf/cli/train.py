@@ -13,13 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
-from typing import Dict
+from typing import Any, Callable, Dict
 
-from absl import app, flags
+from absl import flags
 
 from darts_tf import checkpoint
-from darts_tf.cli.common import run_main
+from darts_tf.cli import common
 from darts_tf.genotypes import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -53,20 +52,9 @@ HELP: Dict[str, str] = {
 
 def define_config_flags(cls, help_texts: Dict[str, str] = HELP) -> None:
     """One absl flag per field of the config dataclass `cls`, with the field's default."""
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        if field.name in FLAGS:
-            continue
-        kind = hints[field.name]
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        base = args[0] if args else kind
-        text = help_texts.get(field.name, field.name.replace("_", " ") + ".")
-        define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(base, flags.DEFINE_string)
-        define(field.name, field.default, text)
-
-
-def config_from_flags(cls):
-    return cls(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(cls)})
+    texts = {f.name: help_texts.get(f.name, f.name.replace("_", " ") + ".") for f in dataclasses.fields(cls)}
+    for define, name, default, text in common.dataclass_flags(cls, texts):
+        define(name, default, text)  # here, so that the flags are this script's (its --help lists them)
 
 
 def write_flags(output_dir: str, resume: bool) -> None:
@@ -76,27 +64,30 @@ def write_flags(output_dir: str, resume: bool) -> None:
     atomic_write_text(os.path.join(output_dir, FLAGS_FILE), FLAGS.flags_into_string())
 
 
+def run_training(argv, config_cls, train: Callable[[Any], Dict[str, Any]]) -> None:
+    """The main of the training scripts: flags -> `config_cls` -> validate -> flags.txt -> `train(config)`,
+    metrics printed as JSON."""
+
+    def body():
+        config = common.config_from_flags(config_cls).validate()
+        write_flags(config.output_dir, config.resume)
+        metrics = train(config)
+        print(json.dumps(metrics, indent=1))
+
+    common.run_main_without_args(argv, body)
+
+
 def main(argv):
     from darts_tf import training
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-
-    def body():
-        config = config_from_flags(training.TrainConfig).validate()
-        write_flags(config.output_dir, config.resume)
-        metrics = training.train(config)
-        print(json.dumps(metrics, indent=1))
-
-    run_main(body)
+    run_training(argv, training.TrainConfig, training.train)
 
 
 def run():
     """Console-script entry point (darts-train)."""
     from darts_tf.training import TrainConfig
 
-    define_config_flags(TrainConfig)
-    app.run(main)
+    common.start(main, lambda: define_config_flags(TrainConfig))
 
 
 if __name__ == "__main__":

@@ -10,35 +10,21 @@ Flags are the fields of `darts_tf.training.ImageNetConfig`; reports top-1 / top-
 
 from __future__ import annotations
 
-import json
-
-from absl import app
-
-from darts_tf.cli.common import run_main
-from darts_tf.cli.train import config_from_flags, define_config_flags, write_flags
+from darts_tf.cli import common
+from darts_tf.cli.train import define_config_flags, run_training
 
 
 def main(argv):
     from darts_tf import training
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-
-    def body():
-        config = config_from_flags(training.ImageNetConfig).validate()
-        write_flags(config.output_dir, config.resume)
-        metrics = training.train_imagenet(config)
-        print(json.dumps(metrics, indent=1))
-
-    run_main(body)
+    run_training(argv, training.ImageNetConfig, training.train_imagenet)
 
 
 def run():
     """Console-script entry point (darts-train-imagenet)."""
     from darts_tf.training import ImageNetConfig
 
-    define_config_flags(ImageNetConfig)
-    app.run(main)
+    common.start(main, lambda: define_config_flags(ImageNetConfig))
 
 
 if __name__ == "__main__":
