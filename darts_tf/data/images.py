@@ -26,6 +26,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.data.checks import check_batch_size, check_epochs
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
@@ -316,18 +318,8 @@ def _check_arrays(images, labels):
     return images.astype(np.uint8, copy=False), labels.astype(np.int64, copy=False)
 
 
-def _check_epochs(initial_epoch: int, epochs: int):
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1; received epochs={epochs}.")
-    if not 0 <= initial_epoch < epochs:
-        raise ValueError(
-            f"initial_epoch must be in [0, epochs); received initial_epoch="
-            f"{initial_epoch}, epochs={epochs}. Nothing is left to train.")
-
-
 def _check_batch(batch_size: int, n: int, what: str, fix: str):
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; received batch_size={batch_size}.")
+    check_batch_size(batch_size)
     if batch_size > n:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {what} ({n} examples); {fix}.")
@@ -394,7 +386,7 @@ def multi_epoch_dataset(images, labels, batch_size: int, *, seed: int,
     `epoch_dataset(..., epoch=e)`, so resuming reproduces an uninterrupted run.
     """
     images, labels = _check_arrays(images, labels)
-    _check_epochs(initial_epoch, epochs)
+    check_epochs(initial_epoch, epochs)
     _check_batch(batch_size, len(images), "dataset", "lower batch_size")
     images_t, labels_t, n = tf.constant(images), tf.constant(labels), len(images)
     ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(
@@ -414,7 +406,7 @@ def search_dataset(images, labels, batch_size: int, train_portion: float, *,
     every epoch, zipped batch by batch. `steps_per_epoch` is the smaller of the
     two halves' full-batch counts.
     """
-    _check_epochs(initial_epoch, epochs)
+    check_epochs(initial_epoch, epochs)
     images, labels = _check_arrays(images, labels)
     (x_w, y_w), (x_a, y_a) = split_train_validation(images, labels, train_portion, seed)
     _check_batch(batch_size, len(x_w), "weight-training split",
@@ -571,7 +563,7 @@ def imagenet_datasets(source: str, data_dir: Optional[str] = None, *,
     stream holds epochs initial_epoch..epochs-1 (`steps_per_epoch` batches each,
     order and augmentation stateless in (seed, epoch, index)).
     """
-    _check_epochs(initial_epoch, epochs)
+    check_epochs(initial_epoch, epochs)
     if resize_size is None:
         resize_size = int(round(image_size * 256 / 224))
     if resize_size < image_size:

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from darts_tf.data.checks import check_batch_size, check_epochs
 from darts_tf.io_utils import atomic_write_text
 
 EOS = "<eos>"
@@ -184,8 +185,7 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 1:
         raise ValueError(f"batchify expects a 1-D id stream; received shape {ids.shape}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; received batch_size={batch_size}.")
+    check_batch_size(batch_size)
     n_steps = len(ids) // batch_size
     if n_steps < 2:
         raise ValueError(
@@ -224,15 +224,6 @@ def bptt_windows(n_steps: int, bptt: int, seed: int = 0, epoch: int = 0,
         windows.append((i, seq_len))
         i += seq_len
     return windows
-
-
-def _check_epochs(initial_epoch: int, epochs: int):
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1; received epochs={epochs}.")
-    if not 0 <= initial_epoch < epochs:
-        raise ValueError(
-            f"initial_epoch must be in [0, epochs); received initial_epoch="
-            f"{initial_epoch}, epochs={epochs}. Nothing is left to train.")
 
 
 def _window_table(n_steps, bptt, seed, initial_epoch, epochs, variable_length,
@@ -297,7 +288,7 @@ def lm_dataset(batched_ids: np.ndarray, bptt: int, *, seed: int = 0,
         raise ValueError(
             f"batched_ids must be [batch_size, n_steps] from batchify; received "
             f"shape {batched_ids.shape}.")
-    _check_epochs(initial_epoch, epochs)
+    check_epochs(initial_epoch, epochs)
     max_len = _resolve_max_len(bptt, max_seq_len_delta, max_len)
     table, steps = _window_table(batched_ids.shape[1], bptt, seed, initial_epoch,
                                  epochs, variable_length, max_seq_len_delta, min_len)
@@ -331,7 +322,7 @@ def lm_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, bptt
             f"{valid_batched.shape[0]}); batchify both with the same batch_size.")
     if valid_batched.shape[1] < 2:
         raise ValueError("valid_batched needs at least 2 steps; batchify more text.")
-    _check_epochs(initial_epoch, epochs)
+    check_epochs(initial_epoch, epochs)
     max_len = _resolve_max_len(bptt, max_seq_len_delta, max_len)
     table, steps = _window_table(train_batched.shape[1], bptt, seed, initial_epoch,
                                  epochs, variable_length, max_seq_len_delta, min_len)
