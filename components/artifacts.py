@@ -23,19 +23,17 @@ Layouts (``artifact.json`` in every one: ``{"type", "version", "stage", ...type 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-import tempfile
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from darts_tf import genotypes as gt
-from darts_tf.io_utils import json_default
+from darts_tf.io_utils import publish_directory, write_json
 
 FORMAT_VERSION = 1
 METADATA_FILE = "artifact.json"
@@ -73,12 +71,6 @@ class ArtifactError(ValueError):
 # --------------------------------------------------------------------------------------------- common
 
 
-def _write_json(path: str, data: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=json_default)
-        f.write("\n")
-
-
 def _read_json(stage: str, artifact: str, path: str) -> Any:
     if not os.path.isfile(path):
         raise ArtifactError(stage, artifact, f"missing file {os.path.basename(path)!r}")
@@ -111,39 +103,15 @@ def _combined_hash(split_hashes: Dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(split_hashes, sort_keys=True).encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def _atomic_directory(path: str, verify: Callable[[str], Any]) -> Iterator[str]:
-    """Yields a temporary directory beside `path`; on success verifies it and renames it to `path`.
-
-    An existing `path` (e.g. the empty directory an orchestrator created) is replaced only after the
-    new content verified. On any error the temporary directory is removed and `path` is left as it was.
-    """
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(path)}-")
-    try:
-        yield tmp
-        verify(tmp)
-        if os.path.lexists(path):
-            old = tempfile.mkdtemp(dir=parent, prefix=f".old-{os.path.basename(path)}-")
-            os.rmdir(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            if os.path.isdir(old):
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.remove(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+def _verified_directory(path: str, read: Callable[..., Any], stage: str, **read_kwargs) -> ContextManager[str]:
+    """`publish_directory` for an artifact: the new content is published only if `read(tmp, stage, ...)`
+    accepts it; an existing `path` (e.g. the empty directory an orchestrator created) is replaced then."""
+    return publish_directory(path, lambda d: read(d, stage, **read_kwargs))
 
 
 def _write_metadata(directory: str, type_name: str, stage: str, metadata: Dict[str, Any]) -> None:
-    _write_json(os.path.join(directory, METADATA_FILE),
-                {**metadata, "type": type_name, "version": FORMAT_VERSION, "stage": stage})
+    write_json(os.path.join(directory, METADATA_FILE),
+               {**metadata, "type": type_name, "version": FORMAT_VERSION, "stage": stage})
 
 
 def read_metadata(path: str, type_name: str, stage: str) -> Dict[str, Any]:
@@ -211,10 +179,7 @@ class DatasetArtifact:
 
 def write_image_dataset(path: str, data, stage: str = "ingest") -> DatasetArtifact:
     """Writes an `ImageData`'s train/test splits as uint8/int64 npz files with their sizes and hashes."""
-    def verify(d):
-        return read_dataset(d, stage, verify_hashes=True)
-
-    with _atomic_directory(path, verify) as tmp:
+    with _verified_directory(path, read_dataset, stage, verify_hashes=True) as tmp:
         splits = {}
         for split, (x, y) in {"train": (data.train_images, data.train_labels),
                               "test": (data.test_images, data.test_labels)}.items():
@@ -232,10 +197,7 @@ def write_image_dataset(path: str, data, stage: str = "ingest") -> DatasetArtifa
 def write_text_dataset(path: str, corpus_dir: str, name: str, stage: str = "ingest",
                        extra: Optional[Dict[str, Any]] = None) -> DatasetArtifact:
     """Copies a corpus directory's train/valid/test.txt, recording token counts and hashes."""
-    def verify(d):
-        return read_dataset(d, stage, verify_hashes=True)
-
-    with _atomic_directory(path, verify) as tmp:
+    with _verified_directory(path, read_dataset, stage, verify_hashes=True) as tmp:
         splits = {}
         for split in TEXT_SPLITS:
             src = os.path.join(corpus_dir, f"{split}.txt")
@@ -279,13 +241,30 @@ def read_dataset(path: str, stage: str, verify_hashes: bool = False) -> DatasetA
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchRunArtifact:
+class _RunArtifact:
+    """A run's artifact (SearchRun, Model): its artifact.json `metadata`, a genotype.json and a metrics.json."""
+
     path: str
     metadata: Dict[str, Any]
+    _metrics_file: ClassVar[str] = _METRICS_FILE  # relative to `path`
 
     @property
     def kind(self) -> str:  # 'cnn' or 'rnn'
         return self.metadata["kind"]
+
+    @property
+    def genotype_path(self) -> str:
+        return os.path.join(self.path, _GENOTYPE_FILE)
+
+    @property
+    def metrics(self) -> Dict[str, Any]:
+        with open(os.path.join(self.path, self._metrics_file)) as f:
+            return json.load(f)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRunArtifact(_RunArtifact):
+    _metrics_file: ClassVar[str] = os.path.join(_SEARCH_DIR, _METRICS_FILE)
 
     @property
     def primitives(self) -> List[str]:
@@ -299,25 +278,11 @@ class SearchRunArtifact:
         with np.load(os.path.join(self.path, _ALPHAS_FILE)) as data:
             return {k: data[k] for k in data.files}
 
-    @property
-    def genotype_path(self) -> str:
-        return os.path.join(self.path, _GENOTYPE_FILE)
 
-    @property
-    def metrics(self) -> Dict[str, Any]:
-        with open(os.path.join(self.path, _SEARCH_DIR, _METRICS_FILE)) as f:
-            return json.load(f)
-
-
-@contextlib.contextmanager
-def search_run_writer(path: str, stage: str = "search") -> Iterator[str]:
+def search_run_writer(path: str, stage: str = "search") -> ContextManager[str]:
     """Yields the directory for the search runner's output (``search/``); on exit it must hold alphas.npz,
     genotype.json and metrics.json. Call `finish_search_run` inside the block to publish the metadata."""
-    def verify(d):
-        return read_search_run(d, stage)
-
-    with _atomic_directory(path, verify) as tmp:
-        yield tmp
+    return _verified_directory(path, read_search_run, stage)
 
 
 def search_output_dir(writer_dir: str) -> str:
@@ -366,10 +331,7 @@ def write_genotype(path: str, genotype: gt.AnyGenotype, lineage: Dict[str, Any],
     if missing:
         raise ValueError(f"Genotype lineage needs {', '.join(LINEAGE_KEYS)}. Missing: {', '.join(missing)}")
 
-    def verify(d):
-        return read_genotype(d, stage)
-
-    with _atomic_directory(path, verify) as tmp:
+    with _verified_directory(path, read_genotype, stage) as tmp:
         gt.save_genotype(genotype, os.path.join(tmp, _GENOTYPE_FILE), lineage)
         _write_metadata(tmp, GENOTYPE, stage, {"kind": genotype.kind})
     return read_genotype(path, stage)
@@ -405,10 +367,7 @@ def write_cell_pictures(path: str, genotype: gt.AnyGenotype, stage: str = "deriv
                         formats: Sequence[str] = ("png", "pdf")) -> CellPicturesArtifact:
     from darts_tf.visualize import plot_genotype
 
-    def verify(d):
-        return read_cell_pictures(d, stage)
-
-    with _atomic_directory(path, verify) as tmp:
+    with _verified_directory(path, read_cell_pictures, stage) as tmp:
         written = plot_genotype(genotype, tmp, formats)
         _write_metadata(tmp, CELL_PICTURES, stage, {"files": sorted(os.path.basename(p) for p in written),
                                                     "genotype": genotype.to_dict()})
@@ -429,14 +388,7 @@ def read_cell_pictures(path: str, stage: str) -> CellPicturesArtifact:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelArtifact:
-    path: str
-    metadata: Dict[str, Any]
-
-    @property
-    def kind(self) -> str:
-        return self.metadata["kind"]
-
+class ModelArtifact(_RunArtifact):
     @property
     def run_dir(self) -> str:
         """The trainer's output directory (model.keras, tensorboard/, ... in the trainer's own layout)."""
@@ -456,24 +408,10 @@ class ModelArtifact:
         d = os.path.join(self.path, _SAVED_MODEL_DIR)
         return d if os.path.isdir(d) else None
 
-    @property
-    def genotype_path(self) -> str:
-        return os.path.join(self.path, _GENOTYPE_FILE)
 
-    @property
-    def metrics(self) -> Dict[str, Any]:
-        with open(os.path.join(self.path, _METRICS_FILE)) as f:
-            return json.load(f)
-
-
-@contextlib.contextmanager
-def model_writer(path: str, stage: str) -> Iterator[str]:
+def model_writer(path: str, stage: str) -> ContextManager[str]:
     """Yields the temporary artifact directory; train into `run_dir_of(d)`, then call `finish_model`."""
-    def verify(d):
-        return read_model(d, stage)
-
-    with _atomic_directory(path, verify) as tmp:
-        yield tmp
+    return _verified_directory(path, read_model, stage)
 
 
 def run_dir_of(writer_dir: str) -> str:
@@ -495,7 +433,7 @@ def saved_model_dir_of(writer_dir: str) -> str:
 def finish_model(writer_dir: str, kind: str, genotype: gt.AnyGenotype, lineage: Dict[str, Any],
                  metrics: Dict[str, Any], stage: str) -> None:
     gt.save_genotype(genotype, os.path.join(writer_dir, _GENOTYPE_FILE), lineage)
-    _write_json(os.path.join(writer_dir, _METRICS_FILE), metrics)
+    write_json(os.path.join(writer_dir, _METRICS_FILE), metrics)
     _write_metadata(writer_dir, MODEL, stage, {"kind": kind, "has_saved_model": os.path.isdir(
         saved_model_dir_of(writer_dir))})
 
@@ -521,19 +459,14 @@ def sibling_log_dir(artifact_path: str, stage: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(artifact_path)), _TENSORBOARD_DIR, stage)
 
 
-@contextlib.contextmanager
-def metrics_writer(path: str, stage: str) -> Iterator[str]:
+def metrics_writer(path: str, stage: str) -> ContextManager[str]:
     """Yields the temporary artifact directory (log TensorBoard to `tensorboard_dir_of(d)`); call
     `finish_metrics` inside the block."""
-    def verify(d):
-        return read_metrics(d, stage)
-
-    with _atomic_directory(path, verify) as tmp:
-        yield tmp
+    return _verified_directory(path, read_metrics, stage)
 
 
 def finish_metrics(writer_dir: str, metrics: Dict[str, Any], stage: str) -> None:
-    _write_json(os.path.join(writer_dir, _METRICS_FILE), metrics)
+    write_json(os.path.join(writer_dir, _METRICS_FILE), metrics)
     _write_metadata(writer_dir, METRICS, stage, {})
 
 

@@ -21,18 +21,16 @@ the exported graph is deterministic.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from darts_tf import genotypes as gt
+from darts_tf.io_utils import publish_directory
 
 SIGNATURE_KEY = "serving_default"
 INPUT_KEY = "images"
@@ -98,29 +96,6 @@ def export_saved_model(model: keras.Model, export_dir: str, mean: Sequence[float
                 "mean": [float(m) for m in mean], "std": [float(s) for s in std], "run": dict(metadata or {})}
         gt.atomic_write_text(os.path.join(tmp, METADATA_FILE), json.dumps(info, indent=1) + "\n")
     return os.path.abspath(export_dir)
-
-
-@contextlib.contextmanager
-def publish_directory(export_dir: str) -> Iterator[str]:
-    """Yields a temporary directory beside `export_dir` to fill; on success it replaces `export_dir` by a rename
-    (an existing one is swapped out first), so readers see the old export or the whole new one, never half."""
-    export_dir = os.path.abspath(export_dir)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(export_dir)}-")
-    try:
-        yield tmp
-        old = None
-        if os.path.exists(export_dir):
-            old = tempfile.mkdtemp(dir=parent, prefix=f".old-{os.path.basename(export_dir)}-")
-            os.rmdir(old)
-            os.replace(export_dir, old)
-        os.replace(tmp, export_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Predictor:

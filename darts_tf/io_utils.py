@@ -1,11 +1,13 @@
-"""Atomic file writes: readers (a resumed run, the next pipeline stage) never see half a file."""
+"""Atomic file and directory writes: readers (a resumed run, the next pipeline stage) never see half a file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 
@@ -45,3 +47,32 @@ def json_default(value):
 
 def write_json(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=json_default) + "\n")
+
+
+@contextlib.contextmanager
+def publish_directory(path: str, verify: Optional[Callable[[str], Any]] = None) -> Iterator[str]:
+    """Yields a temporary directory beside `path` to fill; on success (and after `verify(tmp)`, if given, returned)
+    it replaces `path` by a rename (an existing one is swapped out first), so readers see the old content or the
+    whole new one, never half. On any error the temporary directory is removed and `path` is left as it was."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(path)}-")
+    try:
+        yield tmp
+        if verify is not None:
+            verify(tmp)
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".old-{os.path.basename(path)}-")
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            if os.path.isdir(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.remove(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

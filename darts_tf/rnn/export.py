@@ -68,7 +68,7 @@ def export_language_model(model, export_dir: str, vocab: Sequence[str],
                           metadata: Optional[Dict[str, Any]] = None) -> str:
     """Writes the SavedModel, vocab.txt, genotype.json and metadata.json to `export_dir` atomically."""
     from darts_tf import genotypes as gt
-    from darts_tf.export import publish_directory
+    from darts_tf.io_utils import publish_directory
 
     if len(vocab) != int(model.vocab_size):
         raise ValueError(f"The vocabulary has {len(vocab)} tokens but the model's vocab_size is {model.vocab_size}; "
