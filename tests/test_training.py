@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -15,8 +13,7 @@ from darts_tf import genotypes as gt
 from darts_tf import training
 from darts_tf.data import images
 from darts_tf.networks import NetworkCIFAR, set_drop_path_prob
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+from tests.helpers import run_main_in_process, run_module
 
 
 def tiny_config(output_dir, **overrides):
@@ -160,27 +157,9 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
 
 
 def _run_cli_in_process(cli_module, config_cls, argv, capsys):
-    """Runs an absl main in this process (saves a TensorFlow start-up); returns (exit code, stdout, stderr)."""
-    from absl import flags
-
+    """The script's main in this process; returns (exit code, stdout, stderr)."""
     cli_module.define_config_flags(config_cls)
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["prog", *argv])
-    code = 0
-    try:
-        cli_module.main(["prog"])
-    except SystemExit as e:
-        code = e.code
-    finally:
-        flags.FLAGS.unparse_flags()
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _run_module(module, *args):
-    proc = subprocess.run([sys.executable, "-m", module, *args], env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_main_in_process(cli_module.main, argv, capsys)
 
 
 def test_darts_test_reports_the_accuracy_training_ended_with(tmp_path, capsys):
@@ -206,7 +185,7 @@ def test_darts_test_reports_the_accuracy_training_ended_with(tmp_path, capsys):
     assert metrics["epochs"] == 1 and metrics["params_M"] > 0 and metrics["wall_time_s"] > 0
     assert gt.load_genotype_file(os.path.join(out, training.GENOTYPE_FILE), "cnn") == gt.CNN_GENOTYPES["DARTS_V2"]
 
-    proc = _run_module("darts_tf.cli.test", f"--model={os.path.join(out, training.MODEL_FILE)}", "--split=validation")
+    proc = run_module("darts_tf.cli.test", f"--model={os.path.join(out, training.MODEL_FILE)}", "--split=validation")
     assert "validation top-1 error" in proc.stdout
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["num_examples"] == metrics["eval_examples"]

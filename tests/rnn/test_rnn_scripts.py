@@ -8,15 +8,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from darts_tf import genotypes as gt
 from darts_tf.cli import rnn_test as test_cli
 from darts_tf.cli import rnn_train as train_cli
 from darts_tf.rnn.evaluation_runner import RNNRunOutputs, load_trained_model
+from tests.helpers import ENV, run_main_in_process, run_module
 from tests.rnn.test_rnn_search_runner import write_small_corpus
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 TINY = ["--preset=smoke", "--units=16", "--epochs=2", "--batch_size=8", "--eval_batch_size=5", "--test_batch_size=3"]
 
 
@@ -27,25 +26,9 @@ def corpus_dir(tmp_path_factory):
 
 
 def run_in_process(cli, argv, capsys):
-    """An absl main in this process (saves a TensorFlow start-up); returns (exit code, stdout, stderr)."""
+    """The script's main in this process; returns (exit code, stdout, stderr)."""
     cli.define_flags()
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["prog", *argv])
-    code = 0
-    try:
-        cli.main(["prog"])
-    except SystemExit as e:
-        code = e.code
-    finally:
-        flags.FLAGS.unparse_flags()
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def run_module(module, *args):
-    proc = subprocess.run([sys.executable, "-m", module, *args], env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_main_in_process(cli.main, argv, capsys)
 
 
 @pytest.fixture(scope="module")

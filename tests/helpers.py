@@ -1,0 +1,32 @@
+"""Shared by the script tests: an absl main run in this process, and a script run as a subprocess."""
+
+import os
+import subprocess
+import sys
+
+from absl import flags
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def run_main_in_process(main, argv, capsys):
+    """Runs an absl main (its flags already defined) in this process (saves a TensorFlow start-up); returns
+    (exit code, stdout, stderr)."""
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["prog", *argv])
+    code = 0
+    try:
+        main(["prog"])
+    except SystemExit as e:
+        code = e.code
+    finally:
+        flags.FLAGS.unparse_flags()
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def run_module(module, *args):
+    """`python -m module args` on the CPU; asserts that it exits 0."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
