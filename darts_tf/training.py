@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from darts_tf.io_utils import write_json
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.data import images
@@ -324,10 +325,6 @@ def save_model_atomic(model: keras.Model, path: str) -> None:
             os.remove(tmp)
 
 
-def _write_json(path: str, data: Dict[str, Any]) -> None:
-    gt.atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
 @dataclasses.dataclass
 class _RunSpec:
     config: Any
@@ -394,7 +391,7 @@ def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[
     }
     save_model_atomic(model, os.path.join(out, MODEL_FILE))
     gt.save_genotype(spec.genotype, os.path.join(out, GENOTYPE_FILE), metadata={"source": cfg.genotype})
-    _write_json(os.path.join(out, DATA_INFO_FILE), {**source.info(), "dataset": cfg.dataset})
+    write_json(os.path.join(out, DATA_INFO_FILE), {**source.info(), "dataset": cfg.dataset})
     if cfg.export:
         from darts_tf.export import export_saved_model
 
@@ -402,7 +399,7 @@ def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[
                            class_names=source.class_names, image_shape=source.image_shape,
                            metadata={"dataset": cfg.dataset, "genotype": cfg.genotype, **{k: metrics[k] for k in (
                                f"{split}_top1_accuracy", f"{split}_top5_accuracy", "params_M", "epochs")}})
-    _write_json(os.path.join(out, METRICS_FILE), metrics)
+    write_json(os.path.join(out, METRICS_FILE), metrics)
     logging.info("%s top-1 error %.2f%%, top-5 error %.2f%% (%d examples); %.2fM params; %.0f s.", split,
                  100 * metrics[f"{split}_top1_error"], 100 * metrics[f"{split}_top5_error"], source.eval_size,
                  metrics["params_M"], wall)

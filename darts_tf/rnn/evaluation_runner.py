@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence
 import keras
 from absl import logging
 
+from darts_tf.io_utils import write_json
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.data.text import Corpus, batchify, load_vocab, smoke_corpus
@@ -71,10 +72,6 @@ def load_corpus(data_dir: Optional[str], output_dir: str) -> Corpus:
             smoke_corpus(directory)
         return Corpus.from_directory(directory)
     return Corpus.from_directory(data_dir)
-
-
-def _write_json(path: str, data: Dict[str, Any]) -> None:
-    gt.atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def corpus_perplexities(model, corpus: Corpus, config: RNNTrainConfig) -> Dict[str, float]:
@@ -127,7 +124,7 @@ def run_rnn_training(config: RNNTrainConfig, output_dir: str, data_dir: Optional
 
         export_language_model(model, outputs.saved_model, corpus.vocab, metadata={
             k: metrics[k] for k in ("valid_ppl", "test_ppl", "genotype", "preset", "data_dir", "params")})
-    _write_json(outputs.metrics, metrics)
+    write_json(outputs.metrics, metrics)
     logging.info("valid perplexity %.2f, test perplexity %.2f", ppl["valid_ppl"], ppl["test_ppl"])
     return metrics
 
