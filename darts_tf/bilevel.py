@@ -48,7 +48,7 @@ class BilevelSearchModel(keras.Model):
 
     def __init__(self, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 3e-4,
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
-                 fd_epsilon: float = 0.01, **kwargs):
+                 fd_epsilon: float = 0.01, unrolled_grad_clip: Optional[float] = None, **kwargs):
         super().__init__(**kwargs)
         self.arch_mode = check_arch_mode(arch_mode)
         if xi is not None and xi < 0:
@@ -60,6 +60,9 @@ class BilevelSearchModel(keras.Model):
         if fd_epsilon <= 0:
             raise ValueError(f"fd_epsilon must be > 0 (eps = fd_epsilon / ||grad_w' L_val||). Received: {fd_epsilon}")
         self.fd_epsilon = float(fd_epsilon)
+        # The reference's RNN architect clips grad_w L_train to the weights' clip norm before the virtual step
+        # (lr 20 would otherwise throw w' far away); the CNN architect does not clip (None).
+        self.unrolled_grad_clip = unrolled_grad_clip
         self.arch_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.val_loss_tracker = keras.metrics.Mean(name="val_loss")
@@ -143,6 +146,14 @@ class BilevelSearchModel(keras.Model):
                                          self.search_inputs(batch, stream), training=True)
         return self.search_loss(batch, outputs, stream), outputs
 
+    def unrolled_clip_coefficient(self, grads) -> tf.Tensor:
+        """min(1, clip / ||grad||) for the virtual step (1 without `unrolled_grad_clip`); a constant for autodiff,
+        as the reference computes it on detached gradients."""
+        if not self.unrolled_grad_clip:
+            return tf.constant(1.0, grads[0].dtype)
+        norm = tf.linalg.global_norm(grads)
+        return tf.stop_gradient(tf.minimum(tf.cast(1.0, norm.dtype), self.unrolled_grad_clip / (norm + 1e-6)))
+
     def unrolled_weights(self, weights, grads, xi) -> List[tf.Tensor]:
         """w' = w - xi * (momentum * buf + grad + wd * w): one virtual step of the weight optimizer (eq. 6)."""
         return [w + m - xi * (g + self.weight_decay * w) for w, g, m in zip(weights, grads, self._momentum_terms(weights))]
@@ -171,7 +182,8 @@ class BilevelSearchModel(keras.Model):
                     inner.watch(weights)
                     train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
                 g = inner.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                w_prime = self.unrolled_weights(weights, g, tf.cast(xi, weights[0].dtype))
+                clip = self.unrolled_clip_coefficient(g)
+                w_prime = self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype))
                 loss, outputs = self.loss_at(w_prime, arch, val_batch, VALIDATION)
             grads = outer.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return grads, loss, outputs
@@ -181,7 +193,8 @@ class BilevelSearchModel(keras.Model):
             tape.watch(weights)
             train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
         g = tape.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        w_prime = self.unrolled_weights(weights, g, tf.cast(xi, weights[0].dtype))
+        clip = self.unrolled_clip_coefficient(g)
+        w_prime = self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype))
         with tf.GradientTape() as tape:
             tape.watch(w_prime)
             tape.watch(arch)
@@ -198,7 +211,7 @@ class BilevelSearchModel(keras.Model):
             return t.gradient(l, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
         g_plus, g_minus = train_alpha_grad(1.0), train_alpha_grad(-1.0)
-        grads = [da - tf.cast(xi, da.dtype) * (gp - gm) / (2.0 * tf.cast(eps, da.dtype))
+        grads = [da - tf.cast(xi, da.dtype) * tf.cast(clip, da.dtype) * (gp - gm) / (2.0 * tf.cast(eps, da.dtype))
                  for da, gp, gm in zip(d_alpha, g_plus, g_minus)]
         return grads, loss, outputs
 

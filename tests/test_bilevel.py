@@ -164,3 +164,15 @@ def test_bad_mode_and_compile_errors():
     m = ToyBilevel(0.0, 0.0)
     with pytest.raises(ValueError, match="arch_optimizer="):
         m.compile(optimizer=keras.optimizers.SGD(0.1))
+
+
+def test_unrolled_step_clips_the_inner_gradient_as_the_rnn_reference():
+    """With unrolled_grad_clip, w' = w - xi * (c * g + wd * w), c = min(1, clip / ||g||) held constant."""
+    w, a, xi, clip = 2.0, -1.0, 0.1, 1.0
+    g = 2 * w - 2 * a  # 6 -> c = 1/6
+    c = clip / g
+    analytic = (w - xi * c * g) + 2 * xi * c * a - 2
+    for mode in ("second_order_exact", "second_order_fd"):
+        m = ToyBilevel(w, a, arch_mode=mode, xi=xi, unrolled_grad_clip=clip)
+        m.compile(optimizer=keras.optimizers.SGD(0.1), arch_optimizer=keras.optimizers.SGD(0.1))
+        assert float(m.unrolled_alpha_gradient(None, None)[0][0]) == pytest.approx(analytic, abs=1e-3), mode

@@ -191,6 +191,7 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
                  dropouth: float = 0.25, dropoutx: float = 0.75, dropouti: float = 0.2, dropoute: float = 0.0,
                  tar_beta: float = 1e-3, seed: Optional[int] = None, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 5e-7,
                  arch_weight_decay: float = 1e-3, grad_clip: float = 0.25, bptt: Optional[int] = None, **kwargs):
+        kwargs.setdefault("unrolled_grad_clip", grad_clip)  # the reference's RNN architect clips the virtual step
         super().__init__(arch_mode=arch_mode, xi=xi, weight_decay=weight_decay, arch_weight_decay=arch_weight_decay,
                          grad_clip=grad_clip, **kwargs)
         if bptt is not None and int(bptt) < 1:
