@@ -158,6 +158,18 @@ class BilevelSearchModel(keras.Model):
         """w' = w - xi * (momentum * buf + grad + wd * w): one virtual step of the weight optimizer (eq. 6)."""
         return [w + m - xi * (g + self.weight_decay * w) for w, g, m in zip(weights, grads, self._momentum_terms(weights))]
 
+    def virtual_step(self, weights, arch, train_batch, xi) -> Tuple[List[tf.Tensor], tf.Tensor]:
+        """(w', clip coefficient): w' = w - xi * (momentum * buf + c * grad_w L_train(w, alpha) + wd * w).
+
+        An enclosing tape that watches alpha records the inner gradient too, which is what makes the exact mode exact.
+        """
+        with tf.GradientTape() as inner:
+            inner.watch(weights)
+            train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
+        g = inner.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        clip = self.unrolled_clip_coefficient(g)
+        return self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype)), clip
+
     # ----------------------------------------------------------------- the architecture gradient
     def unrolled_alpha_gradient(self, train_batch, val_batch, mode: Optional[str] = None,
                                 xi: Optional[tf.Tensor] = None) -> Tuple[List[tf.Tensor], tf.Tensor, Any]:
@@ -178,23 +190,13 @@ class BilevelSearchModel(keras.Model):
         if mode == "second_order_exact":
             with tf.GradientTape() as outer:
                 outer.watch(arch)
-                with tf.GradientTape() as inner:
-                    inner.watch(weights)
-                    train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
-                g = inner.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                clip = self.unrolled_clip_coefficient(g)
-                w_prime = self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype))
+                w_prime, _ = self.virtual_step(weights, arch, train_batch, xi)  # recorded by `outer`: eq. 6 exactly
                 loss, outputs = self.loss_at(w_prime, arch, val_batch, VALIDATION)
             grads = outer.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return grads, loss, outputs
 
         # second_order_fd: eq. 7-8
-        with tf.GradientTape() as tape:
-            tape.watch(weights)
-            train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
-        g = tape.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        clip = self.unrolled_clip_coefficient(g)
-        w_prime = self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype))
+        w_prime, clip = self.virtual_step(weights, arch, train_batch, xi)
         with tf.GradientTape() as tape:
             tape.watch(w_prime)
             tape.watch(arch)

@@ -98,8 +98,11 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
         aux = tuple(a + weight * inc for a, inc in zip(aux, aux_inc))
         return t + 1, h, aux, out.write(t, h)
 
+    # parallel_iterations=1: the steps depend on each other anyway, and overlapping iterations made the
+    # second-order gradient loop (exact unrolled mode) collide on AddN's per-iteration temporary variables
+    # ("Resource .../AddN/tmp_var ... already exists") at 300 units / batch 256.
     _, h_last, aux, out_ta = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h0, tuple(aux0), out_ta),
-                                           maximum_iterations=steps)
+                                           maximum_iterations=steps, parallel_iterations=1)
     states = out_ta.stack()
     states.set_shape([x_proj.shape[0]] + list(h0.shape))
     return states, h_last, aux
