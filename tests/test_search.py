@@ -101,3 +101,18 @@ def test_random_search_baseline_writes_the_same_format(tmp_path):
     samples = [gt.load_genotype_file(p) for p in result["samples"]]
     assert len(set(samples)) == 3
     assert gt.load_genotype_file(os.path.join(str(tmp_path), "genotype.json")) == samples[0]
+
+
+def test_darts_derive_rederives_the_search_genotype_and_draws_it(full_run, tmp_path):
+    from darts_tf.cli.derive import derive_search_dir
+    out, result = full_run
+    assert derive_search_dir(out) == result["genotype"]  # uses the run's restricted primitives from run_config.json
+    proc = subprocess.run([sys.executable, "-m", "darts_tf.cli.derive", f"--search_dir={out}",
+                           f"--output_dir={tmp_path}", "--formats=png"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert gt.load_genotype_file(str(tmp_path / "genotype.json")) == result["genotype"]
+    for name in ("normal.png", "reduction.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, "-m", "darts_tf.cli.derive", f"--search_dir={tmp_path / 'nope'}",
+                          f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "alphas.npz does not exist" in bad.stderr
