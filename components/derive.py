@@ -32,10 +32,9 @@ def derive_from_search(search: artifacts.SearchRunArtifact):
         missing = [k for k in ("alpha_normal", "alpha_reduce") if k not in alphas]
         if missing:
             raise artifacts.ArtifactError(STAGE, search.path, f"alphas.npz lacks {', '.join(missing)}")
-        return gt.derive_genotype(alphas["alpha_normal"], alphas["alpha_reduce"], k=2, primitives=search.primitives)
-    if len(alphas) != 1:
+    elif len(alphas) != 1:
         raise artifacts.ArtifactError(STAGE, search.path, f"an RNN search has one alpha; found {sorted(alphas)}")
-    return gt.derive_genotype(next(iter(alphas.values())), None, k=1, primitives=search.primitives)
+    return gt.derive_from_alphas(alphas, primitives=search.primitives)
 
 
 def run(search_run: str, genotype: str, pictures: str

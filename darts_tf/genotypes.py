@@ -374,6 +374,19 @@ def derive_recurrent_genotype(alpha: np.ndarray, k: int = 1) -> RecurrentGenotyp
     return derive_genotype(alpha, None, k=k, primitives=RNN_PRIMITIVES)
 
 
+def derive_from_alphas(alphas: Dict[str, np.ndarray], primitives: Optional[Sequence[str]] = None,
+                       k: Optional[int] = None) -> AnyGenotype:
+    """The genotype a search's alphas (as saved in alphas.npz) encode: ``alpha_normal`` + ``alpha_reduce`` give a
+    CNN cell (k=2 by default), a single alpha a recurrent cell (k=1 by default)."""
+    if "alpha_normal" in alphas and "alpha_reduce" in alphas:
+        return derive_genotype(alphas["alpha_normal"], alphas["alpha_reduce"], k=k or 2,
+                               primitives=primitives or CNN_PRIMITIVES)
+    if len(alphas) == 1:
+        return derive_genotype(next(iter(alphas.values())), None, k=k or 1, primitives=primitives or RNN_PRIMITIVES)
+    raise ValueError(f"alphas hold {sorted(alphas)}; expected alpha_normal and alpha_reduce (CNN) or one recurrent "
+                     f"alpha (RNN).")
+
+
 def _random_edges(rng: np.random.Generator, space: _EdgeSpace, primitives: Sequence[str], steps: int) -> Tuple[Edge, ...]:
     ops = [p for p in primitives if p != "none"]
     edges: List[Edge] = []

@@ -118,3 +118,13 @@ def test_random_genotypes_are_valid_and_uniformly_spread():
         gt.random_genotype(seed, "rnn").validate()
     assert seen == set(gt.CNN_PRIMITIVES) - {"none"}
     assert gt.random_genotype(5) == gt.random_genotype(5)
+
+
+def test_derive_from_alphas_picks_the_cell_kind_from_the_saved_names():
+    rng = np.random.default_rng(0)
+    cnn = {"alpha_normal": rng.normal(size=(14, 8)), "alpha_reduce": rng.normal(size=(14, 8))}
+    assert gt.derive_from_alphas(cnn) == gt.derive_genotype(cnn["alpha_normal"], cnn["alpha_reduce"], k=2)
+    rnn = {"alpha_recurrent": rng.normal(size=(36, 5))}
+    assert gt.derive_from_alphas(rnn) == gt.derive_recurrent_genotype(rnn["alpha_recurrent"])
+    with pytest.raises(ValueError, match=r"alphas hold \['a', 'b'\]; expected alpha_normal and alpha_reduce"):
+        gt.derive_from_alphas({"a": rnn["alpha_recurrent"], "b": rnn["alpha_recurrent"]})

@@ -33,12 +33,11 @@ def derive_search_dir(search_dir: str, k=None) -> gt.AnyGenotype:
         alphas = {name: data[name] for name in data.files}
     config_path = os.path.join(search_dir, "run_config.json")
     config = json.load(open(config_path)) if os.path.isfile(config_path) else {}
-    if "alpha_normal" in alphas and "alpha_reduce" in alphas:
-        primitives = [p.strip() for p in config.get("primitives", ",".join(gt.CNN_PRIMITIVES)).split(",") if p.strip()]
-        return gt.derive_genotype(alphas["alpha_normal"], alphas["alpha_reduce"], k=k or 2, primitives=primitives)
-    if len(alphas) == 1:
-        return gt.derive_genotype(next(iter(alphas.values())), None, k=k or 1, primitives=gt.RNN_PRIMITIVES)
-    raise ValueError(f"{path} holds {sorted(alphas)}; expected alpha_normal and alpha_reduce (CNN) or one recurrent alpha.")
+    primitives = [p.strip() for p in config["primitives"].split(",") if p.strip()] if "primitives" in config else None
+    try:
+        return gt.derive_from_alphas(alphas, primitives=primitives, k=k)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def main(argv):
