@@ -436,20 +436,60 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ the parent
+_LOG_NOISE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|To enable the following instructions)")
+
+
+def error_tail(text: str, lines: int = 3) -> str:
+    """The last `lines` lines of a child's stderr that are not TensorFlow's start-up logging."""
+    kept = [line for line in text.strip().splitlines() if line.strip() and not _LOG_NOISE.match(line)]
+    return " | ".join(kept[-lines:])
+
+
+def _kill_reason(returncode: int, peak_mb: Optional[float]) -> str:
+    if returncode == -9:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+        return (f"killed by SIGKILL at {peak_mb:.0f} MiB peak RSS: out of host memory (this machine has "
+                f"{total:.0f} GiB; the kernel's OOM killer)")
+    return f"child exited {returncode}"
+
+
 def run_in_subprocess(cfg: BenchConfig, timeout: float) -> Dict[str, Any]:
-    """`cfg` in a fresh Python process (this script with --child); an error record if it fails or times out."""
+    """`cfg` in a fresh Python process (this script with --child); an error record if it fails or times out.
+
+    The child is reaped with ``os.wait4`` so that its peak RSS is known even when it is killed (out of memory)
+    or times out; that figure goes into the error record."""
+    import tempfile
+
     load_start = _load()
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(dataclasses.asdict(cfg))]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return base_record(cfg, "error", f"timed out after {timeout:.0f} s", load_start)
-    for line in proc.stdout.splitlines():
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        deadline, timed_out = time.monotonic() + timeout, False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                timed_out = True
+                break
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    peak_mb = round(usage.ru_maxrss / 1024.0, 1)
+    for line in stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return base_record(cfg, "error", f"child exited {proc.returncode}: {' | '.join(tail)}"[:2000], load_start)
+    if timed_out:
+        reason = f"timed out after {timeout:.0f} s (peak RSS {peak_mb:.0f} MiB so far)"
+    else:
+        tail = error_tail(stderr or stdout)
+        reason = _kill_reason(proc.returncode, peak_mb) + (f": {tail}" if tail else "")
+    return {**base_record(cfg, "error", reason[:2000], load_start), "peak_host_mem_mb": peak_mb}
 
 
 def _fmt(value, digits=2):

@@ -187,22 +187,29 @@ class BilevelSearchModel(keras.Model):
         if xi is None:
             xi = self.current_learning_rate() if self.xi is None else tf.constant(self.xi, tf.float32)
         weights = [w.value for w in self.weight_variables]
-        if mode == "second_order_exact":
-            with tf.GradientTape() as outer:
+        exact = mode == "second_order_exact"
+        # 1. the virtual step w' = w - xi * (... + c * grad_w L_train(w, alpha)); in the exact mode `outer` (watching
+        #    alpha) records it, inner gradient included, so that dw'/dalpha can be taken through it in step 3.
+        with tf.GradientTape() as outer:
+            if exact:  # a tape that watches nothing records nothing
                 outer.watch(arch)
-                w_prime, _ = self.virtual_step(weights, arch, train_batch, xi)  # recorded by `outer`: eq. 6 exactly
-                loss, outputs = self.loss_at(w_prime, arch, val_batch, VALIDATION)
-            grads = outer.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return grads, loss, outputs
-
-        # second_order_fd: eq. 7-8
-        w_prime, clip = self.virtual_step(weights, arch, train_batch, xi)
+            w_prime, clip = self.virtual_step(weights, arch, train_batch, xi)
+        # 2. L_val(w', alpha) and its gradients at w' (grad_w' and the direct grad_alpha); w' is a constant here.
+        w_prime_values = [tf.stop_gradient(w) for w in w_prime]
         with tf.GradientTape() as tape:
-            tape.watch(w_prime)
+            tape.watch(w_prime_values)
             tape.watch(arch)
-            loss, outputs = self.loss_at(w_prime, arch, val_batch, VALIDATION)
-        d_all = tape.gradient(loss, list(w_prime) + list(arch), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            loss, outputs = self.loss_at(w_prime_values, arch, val_batch, VALIDATION)
+        d_all = tape.gradient(loss, w_prime_values + list(arch), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         d_w, d_alpha = d_all[: len(w_prime)], d_all[len(w_prime):]
+        # 3. + (dw'/dalpha)^T grad_w' L_val = - xi * c * grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val (eq. 7)
+        if exact:
+            # exactly, by differentiating the recorded virtual step (reverse over reverse); by the chain rule this is
+            # grad_alpha L_val(w'(alpha), alpha) (eq. 6), with the validation pass kept out of the second-order graph
+            through_w = outer.gradient(w_prime, arch, output_gradients=d_w,
+                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return [da + dt for da, dt in zip(d_alpha, through_w)], loss, outputs
+        # by the central finite difference of eq. 8, eps = fd_epsilon / ||grad_w' L_val||
         eps = self.fd_epsilon / (tf.linalg.global_norm(d_w) + 1e-12)
 
         def train_alpha_grad(sign):

@@ -85,3 +85,19 @@ def test_quick_benchmark_writes_schema_valid_lines(tmp_path):
             assert r["trace_compile_s"] > 0 and r["peak_host_mem_mb"] > 0 and r["examples_per_s"] > 0
     table = output.with_suffix(".md").read_text()
     assert table.count("\n| ") >= len(expected) and "second_order_exact" in table
+
+
+def test_failed_child_records_why_and_its_peak_memory():
+    """A child that runs out of time (or memory) becomes an error record that says so, with the peak RSS reaped
+    from the child, and TensorFlow's start-up log lines are not mistaken for the error."""
+    cfg = run.BenchConfig("cnn_eval", 2, layers=3, channels=4, image_size=8, num_classes=10)
+    record = run.validate_record(run.run_in_subprocess(cfg, timeout=1))
+    assert record["status"] == "error" and record["reason"].startswith("timed out after 1 s")
+    assert record["peak_host_mem_mb"] > 0 and record["step_s"] is None
+    stderr = ("I0000 00:00:1795596816.898085   12560 port.cc:153] oneDNN custom operations are on.\n"
+              "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+              "Traceback (most recent call last):\nValueError: bad shape\n"
+              "W0000 00:00:1795596818.184904   12560 port.cc:153] more start-up noise\n")
+    assert run.error_tail(stderr) == "Traceback (most recent call last): | ValueError: bad shape"
+    assert run._kill_reason(-9, 24000.0).startswith("killed by SIGKILL at 24000 MiB peak RSS: out of host memory")
+    assert run._kill_reason(1, 10.0) == "child exited 1"
