@@ -72,9 +72,12 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
 
     ``x_proj`` [T, B, K] and ``step_mask`` [T, B, 1] are time-major; ``aux`` accumulators (e.g. BatchNorm moments)
     add ``aux_inc`` weighted by the fraction of real rows at that step. One ``tf.while_loop`` over
-    ``TensorArray``s (gradients, including second order, stay O(T)); a static T gives a fixed trip count for XLA;
-    with ``skip_padding`` steps whose mask is all zero skip the cell (``tf.cond``: 1.3-2x faster training on the reference's
-    variable-length windows padded to bptt + 20, measured on CPU; about twice the graph-building time).
+    ``TensorArray``s (gradients, including second order, stay O(T)), at most T iterations (XLA's static bound).
+    With ``skip_padding`` the loop stops after the last step that has a real row: the reference's variable-length
+    windows (about bptt) are padded to bptt + 20, and that all-padding tail would otherwise cost as much as real
+    steps. The tail's states are the last real state, as the mask would have made them. (A per-step ``tf.cond``
+    did the same before; TF 2.21 cannot take the second-order gradient of a cond inside a while loop, which the
+    exact unrolled mode needs, while a data-dependent trip count differentiates twice.)
     Returns (states [T, B, H], last state [B, H], aux).
     """
     steps = x_proj.shape[0]
@@ -86,13 +89,7 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
 
     def body(t, h, aux, out):
         m = m_ta.read(t)
-        x_t = x_ta.read(t)
-        # Steps where every row is padding (the tail of a variable-length window) skip the cell's compute.
-        if skip_padding:
-            h_new, aux_inc = tf.cond(tf.reduce_any(m > 0), lambda: step_fn(x_t, h),
-                                     lambda: (h, tuple(tf.zeros_like(a) for a in aux)))
-        else:
-            h_new, aux_inc = step_fn(x_t, h)
+        h_new, aux_inc = step_fn(x_ta.read(t), h)
         h = m * h_new + (1.0 - m) * h
         weight = tf.reduce_mean(m)
         aux = tuple(a + weight * inc for a, inc in zip(aux, aux_inc))
@@ -101,9 +98,17 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
     # parallel_iterations=1: the steps depend on each other anyway, and overlapping iterations made the
     # second-order gradient loop (exact unrolled mode) collide on AddN's per-iteration temporary variables
     # ("Resource .../AddN/tmp_var ... already exists") at 300 units / batch 256.
-    _, h_last, aux, out_ta = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h0, tuple(aux0), out_ta),
+    trips = steps
+    if skip_padding:  # 1 + the last step with a real row (at least one step, which the mask keeps neutral)
+        real = tf.reduce_any(step_mask > 0, axis=list(range(1, len(step_mask.shape))))
+        trips = tf.maximum(tf.reduce_max(tf.where(real, tf.range(1, steps + 1), 0)), 1)
+    _, h_last, aux, out_ta = tf.while_loop(lambda t, *_: t < trips, body, (tf.constant(0), h0, tuple(aux0), out_ta),
                                            maximum_iterations=steps, parallel_iterations=1)
-    states = out_ta.stack()
+    if skip_padding:  # the tail after the loop's last step carries the last state (gathered indices stay unique:
+        # the gradient of a TensorArray gather is a scatter, which would overwrite rather than add repeated indices)
+        states = tf.concat([out_ta.gather(tf.range(trips)), tf.tile(h_last[None], [steps - trips, 1, 1])], axis=0)
+    else:
+        states = out_ta.stack()
     states.set_shape([x_proj.shape[0]] + list(h0.shape))
     return states, h_last, aux
 

@@ -202,12 +202,8 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
         self.dropouti, self.dropoute = dropouti, dropoute
         self.tar_beta, self.seed = float(tar_beta), seed
         self._make_layers(self.vocab_size, self.units, dropout, dropouti, dropoute, seed)
-        # The exact unrolled mode differentiates the time loop twice; TF 2.21 fails on the second-order gradient of the
-        # padding-skip tf.cond inside the loop at full size (an AddN temporary-variable clash in while_grad_grad), so
-        # that mode runs every step (padding rows still leave the state unchanged through the mask).
         self.cell = RNNSearchCell(self.units, steps=self.steps, dropoutx=dropoutx, dropouth=dropouth,
-                                  seed=_child_seed(seed, 3), name="search_cell",
-                                  skip_padding=self.arch_mode != "second_order_exact")
+                                  seed=_child_seed(seed, 3), name="search_cell")
         self._alpha_seed = seed
 
     def build(self, input_shape=None):

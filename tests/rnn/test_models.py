@@ -162,3 +162,25 @@ def test_second_order_modes_in_graph_mode():
         history = net.fit(dataset.take(2), epochs=1, verbose=0).history
         assert np.isfinite(history["loss"][0])
     assert _cosine(grads["second_order_exact"], grads["second_order_fd"]) > 0.99
+
+
+def test_padding_tail_is_skipped_without_changing_any_gradient():
+    """Variable-length windows are padded to bptt + delta; the time loop stops after the last real step. Every
+    mode's alpha gradient (the exact one inside tf.function: a second-order gradient through the data-dependent trip
+    count) equals the one of a loop that runs the padded tail too."""
+    ids = np.random.default_rng(0).integers(0, 16, 3000).astype(np.int32)
+    dataset, _ = lm_search_dataset(batchify(ids[:2400], 8), batchify(ids[2400:], 8), 6, seed=3,
+                                   variable_length=True, max_seq_len_delta=6)
+    batch = next(iter(dataset))
+    for stream in ("train", "validation"):
+        mask = batch[stream]["mask"].numpy()
+        assert mask.shape[1] == 12 and mask[:, -1].sum() == 0 and mask[:, 0].all()  # a padded tail to skip
+    for mode in MODES:
+        grads = []
+        for skip in (True, False):
+            net = _search_net(mode, run_eagerly=False)
+            net.cell.skip_padding = skip
+            grads.append(tf.function(lambda t, v: net.unrolled_alpha_gradient(t, v)[0][0])(
+                batch["train"], batch["validation"]).numpy())
+        assert np.abs(grads[0]).sum() > 0
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7, err_msg=mode)
