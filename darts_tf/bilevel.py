@@ -48,7 +48,8 @@ class BilevelSearchModel(keras.Model):
 
     def __init__(self, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 3e-4,
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
-                 fd_epsilon: float = 0.01, unrolled_grad_clip: Optional[float] = None, **kwargs):
+                 fd_epsilon: float = 0.01, unrolled_grad_clip: Optional[float] = None, exact_recompute: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.arch_mode = check_arch_mode(arch_mode)
         if xi is not None and xi < 0:
@@ -63,6 +64,9 @@ class BilevelSearchModel(keras.Model):
         # The reference's RNN architect clips grad_w L_train to the weights' clip norm before the virtual step
         # (lr 20 would otherwise throw w' far away); the CNN architect does not clip (None).
         self.unrolled_grad_clip = unrolled_grad_clip
+        # exact mode: recompute the virtual step's pass for the Hessian term instead of keeping it through the
+        # validation pass (one more forward/backward of the train batch, much lower peak memory; see benchmarks/)
+        self.exact_recompute = bool(exact_recompute)
         self.arch_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.val_loss_tracker = keras.metrics.Mean(name="val_loss")
@@ -190,8 +194,9 @@ class BilevelSearchModel(keras.Model):
         exact = mode == "second_order_exact"
         # 1. the virtual step w' = w - xi * (... + c * grad_w L_train(w, alpha)); in the exact mode `outer` (watching
         #    alpha) records it, inner gradient included, so that dw'/dalpha can be taken through it in step 3.
+        keep_tape = exact and not self.exact_recompute
         with tf.GradientTape() as outer:
-            if exact:  # a tape that watches nothing records nothing
+            if keep_tape:  # a tape that watches nothing records nothing
                 outer.watch(arch)
             w_prime, clip = self.virtual_step(weights, arch, train_batch, xi)
         # 2. L_val(w', alpha) and its gradients at w' (grad_w' and the direct grad_alpha); w' is a constant here.
@@ -206,6 +211,15 @@ class BilevelSearchModel(keras.Model):
         if exact:
             # exactly, by differentiating the recorded virtual step (reverse over reverse); by the chain rule this is
             # grad_alpha L_val(w'(alpha), alpha) (eq. 6), with the validation pass kept out of the second-order graph
+            if not keep_tape:
+                # recompute the virtual step under a tape, only once the validation pass is done (control
+                # dependency), so that its activations and the validation pass's are never held at the same time.
+                # Bit-identical: loss_at uses the same BatchNorm batch statistics and dropout seeds every time.
+                with tf.control_dependencies(d_w):
+                    weights = [tf.identity(w) for w in weights]
+                with tf.GradientTape() as outer:
+                    outer.watch(arch)
+                    w_prime, _ = self.virtual_step(weights, arch, train_batch, xi)
             through_w = outer.gradient(w_prime, arch, output_gradients=d_w,
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return [da + dt for da, dt in zip(d_alpha, through_w)], loss, outputs
@@ -219,7 +233,9 @@ class BilevelSearchModel(keras.Model):
                 l, _ = self.loss_at(shifted, arch, train_batch, TRAIN)
             return t.gradient(l, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-        g_plus, g_minus = train_alpha_grad(1.0), train_alpha_grad(-1.0)
+        g_plus = train_alpha_grad(1.0)
+        with tf.control_dependencies(g_plus):  # one after the other: two passes at once would double the peak memory
+            g_minus = train_alpha_grad(-1.0)
         grads = [da - tf.cast(xi, da.dtype) * tf.cast(clip, da.dtype) * (gp - gm) / (2.0 * tf.cast(eps, da.dtype))
                  for da, gp, gm in zip(d_alpha, g_plus, g_minus)]
         return grads, loss, outputs

@@ -150,13 +150,15 @@ def test_exact_and_finite_difference_agree_on_a_tiny_supernet(float64, seed):
         np.testing.assert_array_equal(b, v.numpy())
 
 
-def test_exact_mode_equals_eq6_differentiated_end_to_end(float64):
+@pytest.mark.parametrize("recompute", [True, False])
+def test_exact_mode_equals_eq6_differentiated_end_to_end(float64, recompute):
     """The exact mode takes grad_alpha L_val(w'(alpha), alpha) in two parts (the validation gradient at w', then
-    (dw'/dalpha)^T of it through the recorded virtual step); by the chain rule that is eq. 6 differentiated through
-    one tape around the virtual step *and* the validation pass. Pinned to float64 round-off on a supernet with
+    (dw'/dalpha)^T of it through the virtual step, recorded or recomputed); by the chain rule that is eq. 6
+    differentiated through one tape around the virtual step *and* the validation pass. Pinned to float64 round-off on a supernet with
     BatchNorm, momentum and weight decay."""
     model, train, val, _ = _tiny_supernet_gradients(float64, xi=0.5, fd_epsilon=1e-6, seed=2)
     model.train_step({"train": train, "validation": val})  # fills the SGD momentum buffers used by the virtual step
+    model.exact_recompute = recompute
     exact = model.unrolled_alpha_gradient(train, val, mode="second_order_exact", xi=tf.constant(0.5, float64))[0]
     arch = [a.value for a in model.arch_variables]
     weights = [w.value for w in model.weight_variables]
