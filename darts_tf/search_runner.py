@@ -183,6 +183,7 @@ class SearchConfig:
     train_portion: float = 0.5
     arch_mode: str = "first_order"
     xi: Optional[float] = None  # None: the current weight learning rate, as the paper
+    exact_recompute: bool = True  # second_order_exact: recompute the train pass for the Hessian term (less memory)
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
     momentum: float = 0.9
@@ -250,7 +251,8 @@ def build_cnn_search_model(config: SearchConfig, input_shape, num_classes: int, 
     model = build_cnn_search_network(input_shape, num_classes, C=config.init_channels, num_layers=config.layers,
                                      steps=config.nodes, multiplier=config.nodes, primitives=config.primitive_list,
                                      arch_mode=config.arch_mode, xi=config.xi, weight_decay=config.weight_decay,
-                                     arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip)
+                                     arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip,
+                                     exact_recompute=config.exact_recompute)
     return compile_search_model(model, config, steps_per_epoch)
 
 

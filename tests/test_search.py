@@ -116,3 +116,16 @@ def test_darts_derive_rederives_the_search_genotype_and_draws_it(full_run, tmp_p
     bad = subprocess.run([sys.executable, "-m", "darts_tf.cli.derive", f"--search_dir={tmp_path / 'nope'}",
                           f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "alphas.npz does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_exact_recompute_reaches_the_cnn_and_rnn_search_models(recompute):
+    """--exact_recompute / --noexact_recompute (darts-search, darts-rnn-search) sets the models' exact-mode strategy."""
+    from darts_tf.rnn.search_runner import RNNSearchConfig, build_rnn_search_model
+    from darts_tf.search_runner import build_cnn_search_model
+
+    cnn = build_cnn_search_model(SearchConfig(output_dir="unused", layers=3, init_channels=2, nodes=1,
+                                              arch_mode="second_order_exact", exact_recompute=recompute), (8, 8, 3), 10, 1)
+    rnn = build_rnn_search_model(RNNSearchConfig(output_dir="unused", units=4, nodes=1, arch_mode="second_order_exact",
+                                                 exact_recompute=recompute), 20)
+    assert cnn.exact_recompute is recompute and rnn.exact_recompute is recompute

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from absl import app, flags, logging
 
+from darts_tf.bilevel import ARCH_MODES
 from darts_tf.io_utils import atomic_write_text
 
 
@@ -34,6 +35,16 @@ def dataclass_flags(cls, help_texts: Optional[Dict[str, str]] = None,
             base, flags.DEFINE_string)
         specs.append((define, field.name, default, text))
     return specs
+
+
+# help of the search flags that the CNN and RNN search scripts share (the bilevel step's)
+BILEVEL_FLAG_HELP = {
+    "arch_mode": f"Architecture gradient: {', '.join(ARCH_MODES)}.",
+    "xi": "Unrolled step size for the second-order modes (default: the current weight learning rate).",
+    "exact_recompute": "second_order_exact only: recompute the train batch's pass for the Hessian term after the "
+                       "validation pass (bit-identical; one more forward/backward, a much lower peak memory). "
+                       "--noexact_recompute keeps it instead (faster when memory allows).",
+}
 
 
 def define_flags_from_dataclass(cls, help_texts: Optional[Dict[str, str]] = None, skip=()) -> None:

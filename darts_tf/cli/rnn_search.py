@@ -8,7 +8,6 @@ checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.searc
 """
 
 
-from darts_tf.bilevel import ARCH_MODES
 from darts_tf.cli import common
 from darts_tf.rnn.search_runner import RNNSearchConfig, run_rnn_search
 
@@ -19,8 +18,7 @@ common.define_flags_from_dataclass(RNNSearchConfig, {
     "units": "Embedding = hidden size.",
     "nodes": "Intermediate nodes of the recurrent cell.",
     "learning_rate": "SGD learning rate of the weights (no momentum), scaled per window by seq_len / bptt.",
-    "arch_mode": f"Architecture gradient: {', '.join(ARCH_MODES)}.",
-    "xi": "Unrolled step size for the second-order modes (default: the current weight learning rate).",
+    **common.BILEVEL_FLAG_HELP,
     "tar_beta": "Temporal activation regularisation weight.",
     "resume": "Continue the run in --output_dir from its last finished epoch.",
     "deterministic": "Enable TensorFlow op determinism.",

@@ -9,7 +9,6 @@ checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.searc
 
 from absl import flags
 
-from darts_tf.bilevel import ARCH_MODES
 from darts_tf.cli import common
 from darts_tf.search_runner import SearchConfig, run_cnn_search, run_random_search
 
@@ -19,8 +18,7 @@ common.define_flags_from_dataclass(SearchConfig, {
     "data_dir": "tfds data directory (default: tfds' own).",
     "download": "Let tfds download the dataset if it is not prepared in --data_dir.",
     "train_portion": "Share of the training split that trains w; the rest trains alpha.",
-    "arch_mode": f"Architecture gradient: {', '.join(ARCH_MODES)}.",
-    "xi": "Unrolled step size for the second-order modes (default: the current weight learning rate).",
+    **common.BILEVEL_FLAG_HELP,
     "resume": "Continue the run in --output_dir from its last finished epoch.",
     "deterministic": "Enable TensorFlow op determinism (bitwise-reproducible on CPU).",
 })

@@ -57,6 +57,7 @@ class RNNSearchConfig:
     tar_beta: float = 1e-3  # temporal activation regularisation (reference --beta)
     arch_mode: str = "first_order"
     xi: Optional[float] = None  # None: the current (window-scaled) weight learning rate, as the reference
+    exact_recompute: bool = True  # second_order_exact: recompute the train pass for the Hessian term (less memory)
     arch_learning_rate: float = 3e-3
     arch_beta_1: float = 0.9
     arch_beta_2: float = 0.999
@@ -128,7 +129,8 @@ def build_rnn_search_model(config: RNNSearchConfig, vocab_size: int) -> RNNSearc
                              dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
                              dropoute=config.dropoute, tar_beta=config.tar_beta, seed=config.seed,
                              arch_mode=config.arch_mode, xi=config.xi, weight_decay=config.weight_decay,
-                             arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip, bptt=config.bptt)
+                             arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip, bptt=config.bptt,
+                             exact_recompute=config.exact_recompute)
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(config.learning_rate),
                   arch_optimizer=keras.optimizers.Adam(config.arch_learning_rate, beta_1=config.arch_beta_1,
