@@ -104,11 +104,12 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
         trips = tf.maximum(tf.reduce_max(tf.where(real, tf.range(1, steps + 1), 0)), 1)
     _, h_last, aux, out_ta = tf.while_loop(lambda t, *_: t < trips, body, (tf.constant(0), h0, tuple(aux0), out_ta),
                                            maximum_iterations=steps, parallel_iterations=1)
-    if skip_padding:  # the tail after the loop's last step carries the last state (gathered indices stay unique:
-        # the gradient of a TensorArray gather is a scatter, which would overwrite rather than add repeated indices)
-        states = tf.concat([out_ta.gather(tf.range(trips)), tf.tile(h_last[None], [steps - trips, 1, 1])], axis=0)
-    else:
-        states = out_ta.stack()
+    states = out_ta.stack()
+    if skip_padding:  # the tail after the loop's last step (never written) carries the last state; static shapes
+        # for XLA (a gather of the written steps would be dynamic, and a gather with repeated indices has a scatter
+        # for gradient, which overwrites instead of adding)
+        written = tf.range(steps)[:, None, None] < trips
+        states = tf.where(written, states, h_last[None])
     states.set_shape([x_proj.shape[0]] + list(h0.shape))
     return states, h_last, aux
 
@@ -288,6 +289,8 @@ class RNNSearchCell(RecurrentCellBase):
             raise ValueError("RNNSearchCell needs the architecture weights: call(..., alpha=<[edges, ops] tensor>).")
         probs = ops.softmax(ops.cast(alpha, s0.dtype), axis=-1)
         op_index = [k for k, name in enumerate(self.primitives) if name != "none"]
+        # a constant mask rather than a gather along axis 1, whose second-order gradient XLA cannot compile in the loop
+        not_none = ops.convert_to_tensor([float(name != "none") for name in self.primitives], dtype=probs.dtype)
         moments = []
         states = [self._batch_norm(s0, training, moments)]
         offset = 0
@@ -295,11 +298,14 @@ class RNNSearchCell(RecurrentCellBase):
             n = i + 1
             prev = ops.stack(states, axis=0)  # [n, B, H]
             inp = prev if h_mask is None else prev * h_mask[None]
-            c, h = ops.split(ops.einsum("nbh,hk->nbk", inp, kernel), 2, axis=-1)
+            # [n, B, H] x [H, 2H] as one 2-D matmul: an einsum becomes a broadcasting BatchMatMul whose second-order
+            # gradient (exact mode) needs run-time shapes that XLA cannot compile inside the time loop
+            mapped = ops.reshape(ops.matmul(ops.reshape(inp, (-1, self.units)), kernel), (n, -1, 2 * self.units))
+            c, h = ops.split(mapped, 2, axis=-1)
             c = ops.sigmoid(c)
             p = probs[offset:offset + n]  # [n, ops]
             # sum_k p_k (s + c (f_k(h) - s)) = p_sum s + c (sum_k p_k f_k(h) - p_sum s), k over non-'none' ops
-            p_sum = ops.sum(ops.take(p, op_index, axis=1), axis=1)[:, None, None]
+            p_sum = ops.sum(p * not_none, axis=1)[:, None, None]
             mixed = sum(p[:, k, None, None] * ACTIVATIONS[self.primitives[k]](h) for k in op_index)
             s = ops.sum(p_sum * prev + c * (mixed - p_sum * prev), axis=0)
             states.append(self._batch_norm(s, training, moments))

@@ -199,3 +199,22 @@ def test_exact_recompute_is_bit_for_bit_the_kept_tape_with_dropout():
     first = _search_net("first_order").unrolled_alpha_gradient(batch["train"], batch["validation"])[0][0].numpy()
     assert _cosine(grads[0], first) < 0.99
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["first_order", pytest.param("second_order_exact", marks=pytest.mark.slow)])
+def test_alpha_gradient_compiles_with_xla_and_matches(mode):
+    """jit_compile=True: the time loop (a data-dependent trip count) and, in the exact mode, its second-order
+    gradient compile with XLA (no gather along a non-leading axis, no broadcasting BatchMatMul in the loop) and give
+    the graph-mode gradient. Dropout is off: XLA draws different random numbers."""
+    _, batch = _search_batch()
+    grads = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        net = RNNSearchNetwork(16, units=12, steps=3, arch_mode=mode, seed=0, dropout=0.0, dropouth=0.0,
+                               dropoutx=0.0, dropouti=0.0, dropoute=0.0)
+        net.build()
+        net.compile(optimizer=keras.optimizers.SGD(1.0), arch_optimizer=keras.optimizers.Adam(3e-3))
+        step = tf.function(lambda t, v: net.unrolled_alpha_gradient(t, v)[0][0], jit_compile=jit)
+        grads.append(step(batch["train"], batch["validation"]).numpy())
+    assert np.abs(grads[0]).sum() > 0
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-8)
