@@ -48,6 +48,10 @@ flags.DEFINE_bool("quick", False, "Small networks, few iterations, a subset of t
                   "the same as --grid=quick.")
 flags.DEFINE_enum("grid", "full", ["full", "cpu", "quick"], "Which configurations: the full grid (for a GPU), its "
                   "subset for a 2-core CPU in ~25 minutes, or the quick smoke set.")
+flags.DEFINE_multi_string("config", [], "Run this configuration (BenchConfig fields as JSON) instead of a grid; "
+                          "repeatable. E.g. --config='{\"model\": \"cnn_search\", \"batch_size\": 128, "
+                          "\"arch_mode\": \"second_order_exact\", \"layers\": 3, \"channels\": 8, \"nodes\": 4, "
+                          "\"image_size\": 32, \"num_classes\": 10, \"exact_recompute\": false}'")
 flags.DEFINE_string("only", None, "Regular expression; run only the configurations whose name it matches (re.search).")
 flags.DEFINE_bool("list", False, "Print the selected configuration names and exit.")
 flags.DEFINE_string("output", None, "JSON-lines file to write (default benchmarks/results/{quick,full}.jsonl).")
@@ -78,6 +82,7 @@ class BenchConfig:
     vocab_size: Optional[int] = None
     bptt: Optional[int] = None
     max_seq_len_delta: int = 0
+    exact_recompute: bool = True  # second_order_exact: recompute the virtual step (False: keep its tape)
     warmup: int = 1
     iters: int = 3
 
@@ -95,7 +100,10 @@ class BenchConfig:
     @property
     def name(self) -> str:
         size = f"L{self.layers}C{self.channels}" if self.model.startswith("cnn") else f"U{self.units}V{self.vocab_size}"
-        parts = [self.model] + ([self.arch_mode] if self.arch_mode else []) + [
+        mode = [self.arch_mode] if self.arch_mode else []
+        if self.arch_mode == "second_order_exact" and not self.exact_recompute:
+            mode = [self.arch_mode + "_keeptape"]
+        parts = [self.model] + mode + [
             f"{size}b{self.batch_size}", "xla" if self.jit_compile else "noxla",
             "mp16" if self.mixed_precision else "fp32", self.data]
         return "/".join(parts)
@@ -287,7 +295,8 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
                 env: Optional[Dict[str, Any]] = None, device: str = "cpu") -> Dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "name": cfg.name, "model": cfg.model, "arch_mode": cfg.arch_mode,
             "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "mixed_precision": cfg.mixed_precision,
-            "data": cfg.data, "shape": cfg.shape(), "status": status, "reason": reason, "warmup_iters": cfg.warmup,
+            "data": cfg.data, "shape": cfg.shape(),
+            "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
             "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
             "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_gpu_mem_mb": None,
             "device": device, "env": env or _env(), "load_avg": {"start": load_start, "end": _load()},
@@ -313,7 +322,7 @@ def _cnn_search_model(cfg: BenchConfig):
                                       mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
     config = SearchConfig(output_dir="unused", batch_size=cfg.batch_size, init_channels=cfg.channels,
                           layers=cfg.layers, nodes=cfg.nodes, arch_mode=cfg.arch_mode, jit_compile=cfg.jit_compile,
-                          mixed_precision=cfg.mixed_precision)
+                          mixed_precision=cfg.mixed_precision, exact_recompute=cfg.exact_recompute)
     model = build_cnn_search_model(config, (cfg.image_size, cfg.image_size, 3), cfg.num_classes, steps)
     if cfg.data == "cached":
         ds = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()
@@ -365,7 +374,8 @@ def _rnn_search_model(cfg: BenchConfig):
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     # the paper's search settings (reference rnn/train_search.py)
-    model = RNNSearchNetwork(cfg.vocab_size, units=cfg.units, steps=cfg.nodes, seed=0, arch_mode=cfg.arch_mode)
+    model = RNNSearchNetwork(cfg.vocab_size, units=cfg.units, steps=cfg.nodes, seed=0, arch_mode=cfg.arch_mode,
+                             exact_recompute=cfg.exact_recompute)
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(20.0), arch_optimizer=keras.optimizers.Adam(3e-3, 0.9, 0.999),
                   jit_compile=cfg.jit_compile)
@@ -533,6 +543,8 @@ def main(argv):
         return
     grid_name = "quick" if FLAGS.quick else FLAGS.grid
     grid = GRIDS[grid_name]()
+    if FLAGS.config:
+        grid_name, grid = "custom", [BenchConfig(**json.loads(c)) for c in FLAGS.config]
     overrides = {k: v for k, v in (("iters", FLAGS.iters), ("warmup", FLAGS.warmup)) if v is not None}
     configs = [dataclasses.replace(c, **overrides) for c in select(grid, FLAGS.only)]
     if not configs:

@@ -101,3 +101,16 @@ def test_failed_child_records_why_and_its_peak_memory():
     assert run.error_tail(stderr) == "Traceback (most recent call last): | ValueError: bad shape"
     assert run._kill_reason(-9, 24000.0).startswith("killed by SIGKILL at 24000 MiB peak RSS: out of host memory")
     assert run._kill_reason(1, 10.0) == "child exited 1"
+
+
+def test_keeptape_variant_is_its_own_configuration():
+    """The exact mode's two strategies (recompute, the default, and keep the tape) get distinct names and the record
+    says which one ran; other modes record null."""
+    kw = dict(layers=3, channels=8, nodes=4, image_size=32, num_classes=10)
+    recompute = run.BenchConfig("cnn_search", 128, "second_order_exact", **kw)
+    keep = run.BenchConfig("cnn_search", 128, "second_order_exact", exact_recompute=False, **kw)
+    first = run.BenchConfig("cnn_search", 128, "first_order", **kw)
+    assert keep.name == "cnn_search/second_order_exact_keeptape/L3C8b128/noxla/fp32/cached"
+    assert len({recompute.name, keep.name, first.name}) == 3
+    records = [run.validate_record(run.base_record(c, "skipped", "test", [0.0, 0.0, 0.0])) for c in (recompute, keep, first)]
+    assert [r["exact_recompute"] for r in records] == [True, False, None]
