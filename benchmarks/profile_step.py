@@ -13,6 +13,7 @@ import collections
 import glob
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -23,10 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import run  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "BenchConfig fields as JSON (see benchmarks/run.py).")
+# --config (BenchConfig fields as JSON) is benchmarks/run.py's flag; give it once here
 flags.DEFINE_integer("steps", 2, "Profiled steady-state steps (after the tracing call and one more).")
 flags.DEFINE_integer("top", 15, "Op types to list.")
-flags.mark_flag_as_required("config")
+flags.DEFINE_string("grappler_options", None, "JSON for tf.config.optimizer.set_experimental_options before tracing, "
+                    "e.g. '{\"disable_meta_optimizer\": true}' to see what graph optimisation costs and gives.")
 
 
 def op_type_times(logdir: str):
@@ -56,9 +58,13 @@ def op_type_times(logdir: str):
 
 def main(argv):
     del argv
-    cfg = run.BenchConfig(**json.loads(FLAGS.config))
+    if len(FLAGS.config) != 1:
+        raise app.UsageError("Give the configuration to profile once: --config='<BenchConfig fields as JSON>'.")
+    cfg = run.BenchConfig(**json.loads(FLAGS.config[0]))
     import tensorflow as tf
 
+    if FLAGS.grappler_options:
+        tf.config.optimizer.set_experimental_options(json.loads(FLAGS.grappler_options))
     model, dataset = run._BUILDERS[cfg.model](cfg)
     batch = next(iter(dataset))
     step = tf.function(model.train_step, jit_compile=cfg.jit_compile, autograph=False)  # as Keras
@@ -82,6 +88,8 @@ def main(argv):
     report = {"name": cfg.name, "graph_ops": sum(graph_ops.values()), "top_graph_op_types": graph_ops.most_common(8),
               "python_trace_s": round(python_trace_s, 2), "first_call_s": round(first_call_s, 2),
               "profiled_step_s": round(step_s, 3), "load_avg": run._load(), "profile_dir": logdir,
+              "grappler_options": tf.config.optimizer.get_experimental_options(),
+              "peak_host_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
               "op_time_share": {k: round(v / total, 3) for k, v in by_type.most_common(FLAGS.top)}}
     print(json.dumps(report))
     print("| op type | share of op time | s per step |\n|---|---|---|")
