@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from absl import app, flags, logging
 
@@ -52,6 +52,9 @@ flags.DEFINE_multi_string("config", [], "Run this configuration (BenchConfig fie
                           "repeatable. E.g. --config='{\"model\": \"cnn_search\", \"batch_size\": 128, "
                           "\"arch_mode\": \"second_order_exact\", \"layers\": 3, \"channels\": 8, \"nodes\": 4, "
                           "\"image_size\": 32, \"num_classes\": 10, \"exact_recompute\": false}'")
+flags.DEFINE_multi_string("summarize", [], "Instead of running: merge these JSON-lines files (a later line of the same "
+                          "configuration replaces an earlier one), check them, and print one Markdown table and the "
+                          "exact/FD ratios. Repeatable.")
 flags.DEFINE_string("only", None, "Regular expression; run only the configurations whose name it matches (re.search).")
 flags.DEFINE_bool("list", False, "Print the selected configuration names and exit.")
 flags.DEFINE_string("output", None, "JSON-lines file to write (default benchmarks/results/{quick,full}.jsonl).")
@@ -517,7 +520,10 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
         size = r["shape"]
         what = (f"{r['model']} L{size['layers']} C{size['channels']}" if r["model"].startswith("cnn")
                 else f"{r['model']} {size['units']}u V{size['vocab_size']} T{size['window']}")
-        rows.append(f"| {what} | {r['arch_mode'] or '-'} | {r['batch_size']} | {'on' if r['jit_compile'] else 'off'} "
+        mode = r["arch_mode"] or "-"
+        if r.get("exact_recompute") is False:
+            mode += " (keep tape)"
+        rows.append(f"| {what} | {mode} | {r['batch_size']} | {'on' if r['jit_compile'] else 'off'} "
                     f"| {'mixed16' if r['mixed_precision'] else 'fp32'} | {r['data']} | {_fmt(r['trace_compile_s'], 1)} "
                     f"| {step_txt} | {_fmt(r['examples_per_s'], 1)} | {_fmt(r['peak_host_mem_mb'], 0)} | {status} |")
     return head + "\n".join(rows) + "\n"
@@ -535,8 +541,33 @@ def exact_to_fd_ratios(records: List[Dict[str, Any]]) -> Dict[str, float]:
     return ratios
 
 
+def summarize(paths: List[str]) -> Tuple[List[Dict[str, Any]], str]:
+    """Records of `paths` merged by configuration name (the last one read wins), schema-checked, and their table."""
+    schema = load_schema()
+    by_name: Dict[str, Dict[str, Any]] = {}
+    for path in paths:
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        record = validate_record(json.loads(line), schema)
+                    except ValueError as e:
+                        raise ValueError(f"{path}:{n}: {e}") from None
+                    by_name.pop(record["name"], None)
+                    by_name[record["name"]] = record
+    records = list(by_name.values())
+    ratios = exact_to_fd_ratios(records)
+    text = markdown_table(records)
+    if ratios:
+        text += "\nsecond_order_exact / second_order_fd step time:\n\n" + "".join(f"- {k}: {v}x\n" for k, v in ratios.items())
+    return records, text
+
+
 def main(argv):
     del argv
+    if FLAGS.summarize:
+        print(summarize(FLAGS.summarize)[1])
+        return
     if FLAGS.child:
         record = validate_record(run_child(BenchConfig(**json.loads(FLAGS.child))))
         print(RESULT_PREFIX + json.dumps(record), flush=True)

@@ -114,3 +114,24 @@ def test_keeptape_variant_is_its_own_configuration():
     assert len({recompute.name, keep.name, first.name}) == 3
     records = [run.validate_record(run.base_record(c, "skipped", "test", [0.0, 0.0, 0.0])) for c in (recompute, keep, first)]
     assert [r["exact_recompute"] for r in records] == [True, False, None]
+    table = run.markdown_table(records)
+    assert table.count("| second_order_exact (keep tape) |") == 1 and table.count("| second_order_exact |") == 1
+
+
+def test_summarize_merges_runs_and_names_a_bad_line(tmp_path):
+    """--summarize: the later record of a configuration replaces the earlier one; a line that breaks the schema is
+    reported with its file and line number."""
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    old = _ok_record(step_s={"median": 9.0, "min": 9.0, "max": 9.0, "mean": 9.0, "all": [9.0]})
+    exact = _ok_record(name="cnn_search/second_order_exact/L5C8b16/noxla/fp32/cached", arch_mode="second_order_exact")
+    fd = _ok_record(name="cnn_search/second_order_fd/L5C8b16/noxla/fp32/cached", arch_mode="second_order_fd",
+                    step_s={"median": 0.5, "min": 0.5, "max": 0.5, "mean": 0.5, "all": [0.5]})
+    first.write_text(json.dumps(old) + "\n" + json.dumps(exact) + "\n")
+    second.write_text(json.dumps(_ok_record()) + "\n" + json.dumps(fd) + "\n")
+    records, text = run.summarize([str(first), str(second)])
+    assert [r["name"] for r in records] == [exact["name"], old["name"], fd["name"]]
+    assert "9.000" not in text and "1.000 (0.900-1.100)" in text
+    assert "cnn_search/L5C8b16/noxla/fp32/cached: 2.0x" in text
+    second.write_text(json.dumps({**fd, "batch_size": 0}) + "\n")
+    with pytest.raises(ValueError, match=r"b\.jsonl:1: .*batch_size"):
+        run.summarize([str(second)])
