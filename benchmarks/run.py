@@ -13,6 +13,9 @@ Markdown table::
     python benchmarks/run.py --grid=cpu                    # RESULTS.md's CPU subset (~25 min on 2 cores)
     python benchmarks/run.py --grid=full                   # every configuration (for a GPU)
     python benchmarks/run.py --only='cnn_search/second_order' --list  # what a filter selects
+    python benchmarks/run.py --config='{"model": "cnn_search", "batch_size": 32, "arch_mode": "first_order",
+        "layers": 8, "channels": 16, "nodes": 4, "image_size": 32, "num_classes": 10}'   # any other size
+    python benchmarks/run.py --summarize results/a.jsonl --summarize results/b.jsonl  # one table from several runs
 
 Mixed precision is measured on a GPU only; on CPU its configurations are recorded as skipped with the reason.
 """
