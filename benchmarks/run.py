@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -452,7 +453,10 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ the parent
-_LOG_NOISE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|To enable the following instructions)")
+# TensorFlow's info/warning start-up lines and faulthandler's Python stack dump (a fatal 'F' or error 'E' line, a
+# 'Check failed' or a Python traceback is what explains a failure)
+_LOG_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages|To enable the following instructions|Current thread 0x|"
+                        r"Thread 0x|\s+File \"|\s+Garbage-collecting|\s+<no Python frame>|Extension modules:)")
 
 
 def error_tail(text: str, lines: int = 3) -> str:
@@ -466,6 +470,8 @@ def _kill_reason(returncode: int, peak_mb: Optional[float]) -> str:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
         return (f"killed by SIGKILL at {peak_mb:.0f} MiB peak RSS: out of host memory (this machine has "
                 f"{total:.0f} GiB; the kernel's OOM killer)")
+    if returncode < 0:
+        return f"child died of {signal.Signals(-returncode).name}"
     return f"child exited {returncode}"
 
 
