@@ -459,10 +459,16 @@ _LOG_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages|To enable the f
                         r"Thread 0x|\s+File \"|\s+Garbage-collecting|\s+<no Python frame>|Extension modules:)")
 
 
+_ERROR_LINE = re.compile(r"Error\b|Exception\b|Out of memory|Check failed|Killed")
+
+
 def error_tail(text: str, lines: int = 3) -> str:
-    """The last `lines` lines of a child's stderr that are not TensorFlow's start-up logging."""
-    kept = [line for line in text.strip().splitlines() if line.strip() and not _LOG_NOISE.match(line)]
-    return " | ".join(kept[-lines:])
+    """The last `lines` lines of a child's stderr that are not TensorFlow's start-up logging, after the last line
+    that names an error (e.g. XLA's 'Out of memory while trying to allocate ...') when that is further up."""
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip() and not _LOG_NOISE.match(line)]
+    tail = kept[-lines:]
+    named = [line for line in kept[:-lines] if _ERROR_LINE.search(line)]
+    return " | ".join(named[-1:] + tail)
 
 
 def _kill_reason(returncode: int, peak_mb: Optional[float]) -> str:

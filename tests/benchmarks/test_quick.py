@@ -102,6 +102,11 @@ def test_failed_child_records_why_and_its_peak_memory():
     assert run._kill_reason(-9, 24000.0).startswith("killed by SIGKILL at 24000 MiB peak RSS: out of host memory")
     assert run._kill_reason(1, 10.0) == "child exited 1"
     assert run._kill_reason(-6, 10.0) == "child died of SIGABRT"
+    oom = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+           "tensorflow.python.framework.errors_impl.ResourceExhaustedError: Graph execution error:\n"
+           "Out of memory while trying to allocate 23.71GiB.\n [Op:__inference_step]\ndouble free or corruption\n"
+           "Fatal Python error: Aborted\n")
+    assert run.error_tail(oom).startswith("Out of memory while trying to allocate 23.71GiB. | [Op:__inference_step]")
     crash = ("F0000 00:00:1795596816.898085   12560 hlo_instruction.cc:1] Check failed: size < limit\n"
              "Fatal Python error: Aborted\n\nCurrent thread 0x00007f1c1bdc6b80 (most recent call first):\n"
              "  Garbage-collecting\n  <no Python frame>\n")
