@@ -531,7 +531,7 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
     for r in records:
         step = r["step_s"]
         step_txt = "-" if step is None else f"{step['median']:.3f} ({step['min']:.3f}-{step['max']:.3f})"
-        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}".replace("|", "\\|")
         size = r["shape"]
         what = (f"{r['model']} L{size['layers']} C{size['channels']}" if r["model"].startswith("cnn")
                 else f"{r['model']} {size['units']}u V{size['vocab_size']} T{size['window']}")
