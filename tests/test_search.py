@@ -89,7 +89,7 @@ def test_output_dir_of_another_run_is_refused(full_run):
 
 def test_cli_reports_bad_flags_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "darts_tf.cli.search", f"--output_dir={tmp_path}", "--dataset=digits",
-                           "--epochs=0"], capture_output=True, text=True, timeout=120)
+                           "--epochs=0"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert "error: --epochs must be >= 1. Received: epochs=0" in proc.stderr
 
@@ -108,13 +108,13 @@ def test_darts_derive_rederives_the_search_genotype_and_draws_it(full_run, tmp_p
     out, result = full_run
     assert derive_search_dir(out) == result["genotype"]  # uses the run's restricted primitives from run_config.json
     proc = subprocess.run([sys.executable, "-m", "darts_tf.cli.derive", f"--search_dir={out}",
-                           f"--output_dir={tmp_path}", "--formats=png"], capture_output=True, text=True, timeout=120)
+                           f"--output_dir={tmp_path}", "--formats=png"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert gt.load_genotype_file(str(tmp_path / "genotype.json")) == result["genotype"]
     for name in ("normal.png", "reduction.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([sys.executable, "-m", "darts_tf.cli.derive", f"--search_dir={tmp_path / 'nope'}",
-                          f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+                          f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "alphas.npz does not exist" in bad.stderr
 
 
