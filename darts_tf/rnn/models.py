@@ -22,7 +22,7 @@ import tensorflow as tf
 from keras import ops
 
 from darts_tf.bilevel import TRAIN, VALIDATION, BilevelSearchModel
-from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, derive_recurrent_genotype
+from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, derive_from_alphas
 from darts_tf.rnn.cells import INIT_RANGE, DARTSCell, RNNSearchCell, _check_rate, as_recurrent_genotype, \
     num_search_edges, variational_mask
 
@@ -263,7 +263,7 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
 
     def genotype(self) -> RecurrentGenotype:
         """The discrete cell (k = 1 predecessor per node) from softmax(alpha), as the reference's ``genotype()``."""
-        return derive_recurrent_genotype(self.arch_probabilities(), k=1)
+        return derive_from_alphas(self.alphas_numpy(), k=1)  # the one derivation (softmax once, in float64)
 
     def get_config(self):
         return {"vocab_size": self.vocab_size, "units": self.units, "steps": self.steps, "dropout": self.dropout,
@@ -271,7 +271,7 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
                 "dropoute": self.dropoute, "tar_beta": self.tar_beta, "seed": self.seed,
                 "arch_mode": self.arch_mode, "xi": self.xi, "weight_decay": self.weight_decay,
                 "arch_weight_decay": self.arch_weight_decay, "grad_clip": self.grad_clip, "bptt": self.bptt,
-                "name": self.name}
+                "exact_recompute": self.exact_recompute, "name": self.name}
 
 
 # ----------------------------------------------------------------------------------------------- evaluation network

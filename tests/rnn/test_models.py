@@ -218,3 +218,16 @@ def test_alpha_gradient_compiles_with_xla_and_matches(mode):
         grads.append(step(batch["train"], batch["validation"]).numpy())
     assert np.abs(grads[0]).sum() > 0
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-8)
+
+
+def test_search_network_genotype_is_what_its_saved_alphas_encode():
+    """genotype() ranks predecessors by softmax(alpha) once, as the reference and as the derive stage does from
+    alphas.npz (a second softmax over the probabilities reorders rows: the derive stage caught the mismatch)."""
+    from darts_tf.genotypes import derive_from_alphas
+    net = RNNSearchNetwork(16, units=4, seed=0)
+    net.build()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        for scale in (3.0, 1e-3, 1e-6):  # spread-out and near-tied alphas (a search after a few steps)
+            net.alpha.assign(rng.normal(0, scale, net.alpha.shape).astype("float32"))
+            assert net.genotype() == derive_from_alphas(net.alphas_numpy())
