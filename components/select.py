@@ -110,6 +110,7 @@ def _score_rnn(data: artifacts.DatasetArtifact, candidate: artifacts.GenotypeArt
 
     import keras
 
+    from darts_tf import checkpoint
     from darts_tf.data import text
     from darts_tf.rnn import training as rnn_training
 
@@ -121,7 +122,7 @@ def _score_rnn(data: artifacts.DatasetArtifact, candidate: artifacts.GenotypeArt
     corpus = text.Corpus.from_directory(data.corpus_dir)
     train_ids, valid_ids = carve_validation(corpus.train, cfg.validation_portion)
     start = time.time()
-    keras.utils.set_random_seed(train_cfg.seed)
+    checkpoint.start_run(train_cfg.seed)
     model = rnn_training.compile_model(rnn_training.build_model(train_cfg, corpus.vocab_size), train_cfg)
     result = rnn_training.train(model, train_ids, valid_ids, train_cfg, callbacks=[
         keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False)])

@@ -14,11 +14,29 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from darts_tf.io_utils import atomic_savez
 
 STATE_FILE = "training_state.npz"
 CONFIG_FILE = "run_config.json"
+
+
+def start_run(seed: int, deterministic: bool = False) -> None:
+    """Starts a run from a fresh Keras session with every seed set, so that it is reproducible in any process.
+
+    The session is cleared because layer names feed TensorFlow's graph optimiser: Grappler's arithmetic
+    rewrites order floating-point sums by node name, and Keras numbers names by how many layers the process
+    built before. Without the reset, a search run after other models in one process (a notebook, a test
+    session, a resumed run) rounds differently from the same search in a fresh process, and Adam on
+    near-zero architecture gradients magnifies that into different alphas. The global dtype policy is kept.
+    """
+    policy = keras.mixed_precision.global_policy()
+    keras.backend.clear_session(free_memory=False)
+    keras.mixed_precision.set_global_policy(policy)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def state_variables(model: keras.Model, optimizers: Sequence[Any] = ()) -> List[keras.Variable]:

@@ -236,12 +236,6 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
 
-def _seed_everything(seed: int, deterministic: bool) -> None:
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
 def build_cnn_search_model(config: SearchConfig, input_shape, num_classes: int, steps_per_epoch: int):
     """The compiled supernet with the paper's optimisers (SGD + cosine for w, Adam for alpha)."""
     from darts_tf.search_space import build_cnn_search_network
@@ -276,7 +270,7 @@ def run_cnn_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Cal
     from darts_tf.data import images
 
     config.validate()
-    _seed_everything(config.seed, config.deterministic)
+    checkpoint.start_run(config.seed, config.deterministic)
     if data is None:
         data = images.load_image_data(config.dataset, config.data_dir, download=config.download)
     size = data.image_shape[0]

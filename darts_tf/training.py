@@ -338,9 +338,9 @@ class _RunSpec:
 def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[str, Any]:
     cfg, source, out = spec.config, spec.source, spec.config.output_dir
     checkpoint.check_run_config(out, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
+    checkpoint.start_run(cfg.seed)
     strategy = make_strategy(cfg.strategy)
     with strategy.scope():
-        keras.utils.set_random_seed(cfg.seed)
         model = spec.make_model()
         model.build((None,) + tuple(source.image_shape))
         optimizer = keras.optimizers.SGD(spec.make_schedule(source.steps_per_epoch), momentum=cfg.momentum)

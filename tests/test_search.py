@@ -65,6 +65,21 @@ def test_killed_search_resumes_to_the_same_alphas(full_run, tmp_path):
         assert [h["epoch"] for h in json.load(f)["history"]] == [1, 2]
 
 
+def test_search_is_bit_reproducible_in_a_process_that_built_other_layers(tmp_path):
+    """Layer names (numbered per process) reach Grappler's sum order; each run starts a fresh Keras session."""
+    from darts_tf.search_space import MixedOp
+
+    one_epoch = {**TINY, "epochs": 1}
+    alphas = []
+    for name in ("a", "b"):
+        MixedOp(4, 1)  # shifts Keras' layer-name counters, as any model built earlier in the process does
+        run_cnn_search(SearchConfig(output_dir=str(tmp_path / name), **one_epoch), verbose=0)
+        with np.load(str(tmp_path / name / "alphas.npz")) as a:
+            alphas.append(dict(a))
+    for k in alphas[0]:
+        np.testing.assert_array_equal(alphas[0][k], alphas[1][k])
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(dataset="no_such_dataset_xyz"), r"Unknown dataset 'no_such_dataset_xyz'. Known: .*digits"),
     (dict(batch_size=1024), r"batch_size=1024 is larger than the .*split"),

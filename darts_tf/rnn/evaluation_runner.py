@@ -100,7 +100,7 @@ def run_rnn_training(config: RNNTrainConfig, output_dir: str, data_dir: Optional
     gt.save_genotype(genotype, outputs.genotype, {"source": config.genotype})
     corpus.save_vocab(outputs.vocab)
 
-    keras.utils.set_random_seed(config.seed)
+    checkpoint.start_run(config.seed)
     model = compile_model(build_model(dataclasses.replace(config, genotype=outputs.genotype), corpus.vocab_size), config)
     params = int(sum(v.numpy().size for v in model.trainable_variables))
     logging.info("RNN %s: %.2fM parameters, vocabulary %d, %d train tokens.", config.genotype, params / 1e6,

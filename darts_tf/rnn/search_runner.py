@@ -152,9 +152,7 @@ def run_rnn_search(config: RNNSearchConfig, callbacks: Sequence[keras.callbacks.
     config.validate()
     flags = {**config.to_dict(), **(extra_flags or {})}
     checkpoint.check_run_config(config.output_dir, flags, config.resume)  # before writing anything
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    checkpoint.start_run(config.seed, config.deterministic)
     corpus = corpus if corpus is not None else load_search_corpus(config)
     train_batched = batchify(corpus.train, config.batch_size)
     valid_batched = batchify(corpus.valid, config.batch_size)
