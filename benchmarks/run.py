@@ -90,6 +90,7 @@ class BenchConfig:
     bptt: Optional[int] = None
     max_seq_len_delta: int = 0
     exact_recompute: bool = True  # second_order_exact: recompute the virtual step (False: keep its tape)
+    grappler_options: Optional[Dict[str, bool]] = None  # tf.config.optimizer.set_experimental_options, before tracing
     warmup: int = 1
     iters: int = 3
 
@@ -100,6 +101,12 @@ class BenchConfig:
             raise ValueError(f"A search benchmark needs arch_mode in {ARCH_MODES}. Received: arch_mode={self.arch_mode!r}")
         if self.data not in DATA_KINDS:
             raise ValueError(f"data must be one of {DATA_KINDS}. Received: data={self.data!r}")
+        if self.grappler_options is not None and not (
+                isinstance(self.grappler_options, dict) and self.grappler_options
+                and all(isinstance(k, str) and isinstance(v, bool) for k, v in self.grappler_options.items())):
+            raise ValueError("grappler_options must be a non-empty JSON object of booleans for "
+                             "tf.config.optimizer.set_experimental_options, e.g. {\"disable_meta_optimizer\": true}. "
+                             f"Received: grappler_options={self.grappler_options!r}")
         if self.warmup < 1 or self.iters < 1:
             raise ValueError(f"warmup and iters must be >= 1 (warm-up includes the tracing call). "
                              f"Received: warmup={self.warmup}, iters={self.iters}")
@@ -113,6 +120,8 @@ class BenchConfig:
         parts = [self.model] + mode + [
             f"{size}b{self.batch_size}", "xla" if self.jit_compile else "noxla",
             "mp16" if self.mixed_precision else "fp32", self.data]
+        if self.grappler_options:
+            parts.append("grappler[" + ",".join(f"{k}={int(v)}" for k, v in sorted(self.grappler_options.items())) + "]")
         return "/".join(parts)
 
     @property
@@ -303,7 +312,8 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
     return {"schema_version": SCHEMA_VERSION, "name": cfg.name, "model": cfg.model, "arch_mode": cfg.arch_mode,
             "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "mixed_precision": cfg.mixed_precision,
             "data": cfg.data, "shape": cfg.shape(),
-            "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
+            "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None,
+            "grappler_options": cfg.grappler_options, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
             "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
             "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_gpu_mem_mb": None,
             "device": device, "env": env or _env(), "load_avg": {"start": load_start, "end": _load()},
@@ -416,6 +426,8 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
         device = details.get("device_name", "GPU:0")
     if cfg.mixed_precision and not gpus:
         return base_record(cfg, "skipped", MIXED_PRECISION_ON_CPU, load_start, env, device)
+    if cfg.grappler_options:
+        tf.config.optimizer.set_experimental_options(cfg.grappler_options)
     keras.utils.set_random_seed(0)
     start = time.perf_counter()
     model, dataset = _BUILDERS[cfg.model](cfg)
@@ -538,6 +550,8 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
         mode = r["arch_mode"] or "-"
         if r.get("exact_recompute") is False:
             mode += " (keep tape)"
+        if r.get("grappler_options"):
+            mode += " (grappler: " + ", ".join(f"{k}={v}" for k, v in sorted(r["grappler_options"].items())) + ")"
         rows.append(f"| {what} | {mode} | {r['batch_size']} | {'on' if r['jit_compile'] else 'off'} "
                     f"| {'mixed16' if r['mixed_precision'] else 'fp32'} | {r['data']} | {_fmt(r['trace_compile_s'], 1)} "
                     f"| {step_txt} | {_fmt(r['examples_per_s'], 1)} | {_fmt(r['peak_host_mem_mb'], 0)} | {status} |")

@@ -146,3 +146,17 @@ def test_summarize_merges_runs_and_names_a_bad_line(tmp_path):
     second.write_text(json.dumps({**fd, "batch_size": 0}) + "\n")
     with pytest.raises(ValueError, match=r"b\.jsonl:1: .*batch_size"):
         run.summarize([str(second)])
+
+
+def test_grappler_options_variant_is_its_own_configuration():
+    """A configuration run with other Grappler options is named and recorded apart from the default one; a value that
+    set_experimental_options could not take is refused before any process starts."""
+    kw = dict(layers=3, channels=8, nodes=4, image_size=32, num_classes=10)
+    default = run.BenchConfig("cnn_search", 16, "second_order_exact", **kw)
+    off = run.BenchConfig("cnn_search", 16, "second_order_exact", grappler_options={"disable_meta_optimizer": True}, **kw)
+    assert off.name == default.name + "/grappler[disable_meta_optimizer=1]"
+    records = [run.validate_record(run.base_record(c, "skipped", "test", [0.0, 0.0, 0.0])) for c in (default, off)]
+    assert [r["grappler_options"] for r in records] == [None, {"disable_meta_optimizer": True}]
+    assert "| second_order_exact (grappler: disable_meta_optimizer=True) |" in run.markdown_table(records)
+    with pytest.raises(ValueError, match="grappler_options must be a non-empty JSON object of booleans"):
+        run.BenchConfig("cnn_search", 16, "first_order", grappler_options={"disable_meta_optimizer": "yes"}, **kw)
