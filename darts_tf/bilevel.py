@@ -24,8 +24,11 @@ from typing import Any, List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from darts_tf.ops import at_least_float32
+
 ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")
 TRAIN, VALIDATION = "train", "validation"
+EXACT_HVP_METHODS = ("reverse", "forward")
 
 
 def check_arch_mode(mode: str) -> str:
@@ -49,7 +52,7 @@ class BilevelSearchModel(keras.Model):
     def __init__(self, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 3e-4,
                  arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
                  fd_epsilon: float = 0.01, unrolled_grad_clip: Optional[float] = None, exact_recompute: bool = True,
-                 **kwargs):
+                 exact_hvp: str = "reverse", **kwargs):
         super().__init__(**kwargs)
         self.arch_mode = check_arch_mode(arch_mode)
         if xi is not None and xi < 0:
@@ -67,6 +70,14 @@ class BilevelSearchModel(keras.Model):
         # exact mode: recompute the virtual step's pass for the Hessian term instead of keeping it through the
         # validation pass (one more forward/backward of the train batch, much lower peak memory; see benchmarks/)
         self.exact_recompute = bool(exact_recompute)
+        # exact mode: the Hessian term by differentiating the virtual step ("reverse": reverse over reverse) or by
+        # ``alpha_hessian_vector_product`` ("forward": forward over reverse); equal up to round-off
+        if exact_hvp not in EXACT_HVP_METHODS:
+            raise ValueError(f"exact_hvp must be one of {EXACT_HVP_METHODS}. Received: exact_hvp={exact_hvp!r}")
+        if exact_hvp == "forward" and not self.supports_forward_hvp:
+            raise ValueError(f"exact_hvp='forward' is not available for {type(self).__name__}: TensorFlow's forward-mode "
+                             f"autodiff does not go through its time loop. Use exact_hvp='reverse' (the default).")
+        self.exact_hvp = exact_hvp
         self.arch_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.val_loss_tracker = keras.metrics.Mean(name="val_loss")
@@ -85,7 +96,7 @@ class BilevelSearchModel(keras.Model):
     def search_loss(self, batch, outputs, stream: str):
         """Scalar loss for this batch given the network outputs (default: softmax cross-entropy on logits)."""
         loss = keras.losses.sparse_categorical_crossentropy(batch[1], outputs, from_logits=True)
-        return tf.reduce_mean(tf.cast(loss, tf.float32))
+        return tf.reduce_mean(at_least_float32(loss))
 
     def search_accuracy(self, batch, outputs):
         """A per-batch accuracy to report, or None."""
@@ -116,6 +127,7 @@ class BilevelSearchModel(keras.Model):
         self._arch_positions = [i for i, v in enumerate(trainable) if id(v) in arch]
         self._weight_positions = [i for i, v in enumerate(trainable) if id(v) not in arch]
 
+    supports_forward_hvp = True  # False where tf.autodiff.ForwardAccumulator cannot run the network (RNN loop)
     reports_accuracy = True  # False for networks without an accuracy (language models): only losses are logged
 
     @property
@@ -174,6 +186,22 @@ class BilevelSearchModel(keras.Model):
         clip = self.unrolled_clip_coefficient(g)
         return self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype)), clip
 
+    def alpha_hessian_vector_product(self, weights, arch, train_batch, vector) -> List[tf.Tensor]:
+        """grad^2_{alpha,w} L_train(w, alpha) . vector, forward over reverse: the directional derivative along
+        `vector` (in w, by ``tf.autodiff.ForwardAccumulator``) of grad_alpha L_train.
+
+        The exact mode takes the same product in the other order (reverse over reverse, through the virtual step);
+        the two agree to float64 round-off only if every op's second derivatives are right, so this is the
+        independent check of the exact mode (tests/test_bilevel.py). It is how BatchNorm's ``tf.nn.moments`` was
+        found to drop a Hessian term (``darts_tf.ops.moments``).
+        """
+        with tf.autodiff.ForwardAccumulator(primals=weights, tangents=vector) as acc:
+            with tf.GradientTape() as tape:
+                tape.watch(arch)
+                loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
+            grads = tape.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
     # ----------------------------------------------------------------- the architecture gradient
     def unrolled_alpha_gradient(self, train_batch, val_batch, mode: Optional[str] = None,
                                 xi: Optional[tf.Tensor] = None) -> Tuple[List[tf.Tensor], tf.Tensor, Any]:
@@ -194,7 +222,7 @@ class BilevelSearchModel(keras.Model):
         exact = mode == "second_order_exact"
         # 1. the virtual step w' = w - xi * (... + c * grad_w L_train(w, alpha)); in the exact mode `outer` (watching
         #    alpha) records it, inner gradient included, so that dw'/dalpha can be taken through it in step 3.
-        keep_tape = exact and not self.exact_recompute
+        keep_tape = exact and not self.exact_recompute and self.exact_hvp == "reverse"
         with tf.GradientTape() as outer:
             if keep_tape:  # a tape that watches nothing records nothing
                 outer.watch(arch)
@@ -208,6 +236,11 @@ class BilevelSearchModel(keras.Model):
         d_all = tape.gradient(loss, w_prime_values + list(arch), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         d_w, d_alpha = d_all[: len(w_prime)], d_all[len(w_prime):]
         # 3. + (dw'/dalpha)^T grad_w' L_val = - xi * c * grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val (eq. 7)
+        if exact and self.exact_hvp == "forward":
+            with tf.control_dependencies(d_w):  # after the validation pass, as the recompute below
+                weights = [tf.identity(w) for w in weights]
+            hvp = self.alpha_hessian_vector_product(weights, arch, train_batch, d_w)
+            return [da - tf.cast(xi, da.dtype) * tf.cast(clip, da.dtype) * h for da, h in zip(d_alpha, hvp)], loss, outputs
         if exact:
             # exactly, by differentiating the recorded virtual step (reverse over reverse); by the chain rule this is
             # grad_alpha L_val(w'(alpha), alpha) (eq. 6), with the validation pass kept out of the second-order graph

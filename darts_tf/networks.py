@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from darts_tf import genotypes as gt
-from darts_tf.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, make_op
+from darts_tf.ops import FactorizedReduce, Identity, ReLUConvBN, at_least_float32, batch_norm, make_op
 from darts_tf.search_space import reduction_layers
 
 
@@ -151,9 +151,9 @@ class _CellNetwork(keras.Model):
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, drop, training=training)
             if i == 2 * self.num_layers // 3 and self.auxiliary and training:
-                aux = ops.cast(self.auxiliary_head(s1, training=training), "float32")
+                aux = at_least_float32(self.auxiliary_head(s1, training=training))
         logits = self.classifier(self.global_pooling(s1))
-        return ops.cast(logits, "float32"), aux
+        return at_least_float32(logits), aux
 
     def build(self, input_shape):
         """Builds every weight, the auxiliary head included, by one inference pass on zeros (no state changes).

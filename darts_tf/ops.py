@@ -19,6 +19,25 @@ _BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 == Keras momentum 0.9
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
+def at_least_float32(x):
+    """`x` in float32 when it is a half type (mixed precision: logits and losses in float32), else unchanged (a float64
+    network stays float64 end to end, which the gradient checks rely on)."""
+    return ops.cast(x, "float32") if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16") else x
+
+
+def moments(x, axes):
+    """Batch mean and (biased) variance whose second derivatives are right.
+
+    ``tf.nn.moments`` (and so ``keras.ops.moments``) computes the variance around ``stop_gradient(mean)``: its first
+    derivative is exact (the path through the mean contributes zero), but the second is not (the Hessian of the
+    variance loses its -2/N^2 term, ~1.6% of a BatchNorm Hessian). The exact second-order architecture gradient
+    differentiates the gradient, so every BatchNorm in a search network takes its statistics from here.
+    """
+    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+    variance = tf.reduce_mean(tf.square(x - mean), axis=axes, keepdims=True)
+    return tf.squeeze(mean, axis=axes), tf.squeeze(variance, axis=axes)
+
+
 class FusedBatchNorm(layers.BatchNormalization):
     """Keras BatchNormalization whose training-mode call on NHWC images is one ``FusedBatchNormV3`` op.
 
@@ -29,9 +48,10 @@ class FusedBatchNorm(layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None or self.renorm or len(inputs.shape) != 4 \
-                or self.axis not in (-1, 3) or inputs.dtype not in (tf.float32, tf.float16, tf.bfloat16):
+        if not (training and self.trainable) or mask is not None or self.renorm or self.synchronized:
             return super().call(inputs, training=training, mask=mask)
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or inputs.dtype not in (tf.float32, tf.float16, tf.bfloat16):
+            return self._decomposed_training_call(inputs)
         channels = inputs.shape[-1]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
@@ -50,6 +70,24 @@ class FusedBatchNorm(layers.BatchNormalization):
         self.moving_mean.assign(self.moving_mean * self.momentum + tf.stop_gradient(mean) * rate)
         self.moving_variance.assign(self.moving_variance * self.momentum
                                     + tf.stop_gradient(unbiased_variance) * (biased * rate))
+        return ops.cast(y, self.compute_dtype)
+
+    def _decomposed_training_call(self, inputs):
+        """Training mode for the shapes and dtypes FusedBatchNormV3 does not take (float64, other axes): the parent's
+        arithmetic with ``moments`` (exact second derivatives) instead of ``tf.nn.moments``."""
+        axis = self.axis % len(inputs.shape)
+        x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs
+        mean, variance = moments(x, [i for i in range(len(inputs.shape)) if i != axis])
+        shape = [1] * len(inputs.shape)
+        shape[axis] = inputs.shape[axis]
+        y = (x - tf.reshape(mean, shape)) * tf.reshape(tf.math.rsqrt(variance + self.epsilon), shape)
+        if self.scale:
+            y = y * tf.reshape(tf.cast(self.gamma, y.dtype), shape)
+        if self.center:
+            y = y + tf.reshape(tf.cast(self.beta, y.dtype), shape)
+        rate = 1.0 - self.momentum
+        for var, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            var.assign(var * self.momentum + tf.cast(tf.stop_gradient(value), var.dtype) * rate)
         return ops.cast(y, self.compute_dtype)
 
 

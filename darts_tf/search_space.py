@@ -12,7 +12,7 @@ from keras import layers, ops
 
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import BilevelSearchModel
-from darts_tf.ops import FactorizedReduce, ReLUConvBN, batch_norm, make_op
+from darts_tf.ops import FactorizedReduce, ReLUConvBN, at_least_float32, batch_norm, make_op
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
@@ -134,7 +134,7 @@ class CNNSearchNetwork(BilevelSearchModel):
         for cell in self.cells:
             weights = w_reduce if cell.reduction else w_normal
             s0, s1 = s1, cell(s0, s1, ops.cast(weights, s1.dtype), training=training)
-        return ops.cast(self.classifier(self.global_pooling(s1)), "float32")
+        return at_least_float32(self.classifier(self.global_pooling(s1)))
 
     def genotype(self) -> gt.Genotype:
         """The discrete cell the current alphas encode (top-2 per node)."""

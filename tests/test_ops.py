@@ -89,3 +89,37 @@ def test_mixed_op_is_softmax_weighted_sum():
     onehot = np.eye(len(gt.CNN_PRIMITIVES), dtype="float32")[gt.CNN_PRIMITIVES.index("skip_connect")]
     np.testing.assert_allclose(mixed(x, onehot, training=True), x, atol=1e-6)
     assert len(OPS) == len(ALL_OPS)
+
+
+def test_moments_have_the_exact_variance_hessian_and_batch_norm_uses_them():
+    """Var(x) = mean((x - mean x)^2) has Hessian 2/N (I - 11^T/N); tf.nn.moments (stop_gradient on the mean) gives
+    2/N I, which made the exact architecture gradient of the RNN search ~10% wrong. The float64 BatchNorm (no fused
+    kernel) must match the fused float32 one in second derivatives too."""
+    import tensorflow as tf
+    from darts_tf.ops import FusedBatchNorm, moments
+
+    x = tf.constant(np.random.RandomState(0).randn(5, 3))
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            var = moments(x, [0])[1][1]
+        g = inner.gradient(var, x)
+    hessian = outer.jacobian(g, x).numpy()[:, 1, :, 1]
+    np.testing.assert_allclose(hessian, 2 / 5 * (np.eye(5) - 1 / 5), atol=1e-12)
+
+    def bn_hessian(dtype):
+        rs = np.random.RandomState(1)
+        x = tf.constant(rs.randn(3, 2, 2, 2), dtype)
+        c = tf.constant(rs.randn(3, 2, 2, 2), dtype)
+        bn = FusedBatchNorm(epsilon=1e-5, center=False, scale=False, dtype=dtype)
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(c * tf.tanh(bn(x, training=True)))
+            g = inner.gradient(y, x)
+        return outer.jacobian(g, x).numpy().reshape(24, 24)
+
+    fused, decomposed = bn_hessian("float32"), bn_hessian("float64")
+    np.testing.assert_allclose(decomposed, fused, atol=1e-5 * np.abs(fused).max())

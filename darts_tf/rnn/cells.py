@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from darts_tf.ops import moments as bn_moments
 from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, genotype_from_dict, resolve_genotype
 
 INIT_RANGE = 0.04  # the reference's uniform(-0.04, 0.04) initialisation of every recurrent matrix
@@ -278,7 +279,7 @@ class RNNSearchCell(RecurrentCellBase):
 
     def _batch_norm(self, s, training, moments):
         if training:
-            mean, var = ops.moments(s, axes=[0])
+            mean, var = bn_moments(s, axes=[0])  # exact second derivatives (the exact architecture gradient)
             moments.append((mean, var))
         else:
             mean, var = self.moving_mean, self.moving_variance

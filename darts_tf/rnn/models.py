@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras import ops
 
 from darts_tf.bilevel import TRAIN, VALIDATION, BilevelSearchModel
+from darts_tf.ops import at_least_float32
 from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, derive_from_alphas
 from darts_tf.rnn.cells import INIT_RANGE, DARTSCell, RNNSearchCell, _check_rate, as_recurrent_genotype, \
     num_search_edges, variational_mask
@@ -32,9 +33,9 @@ EVAL = "eval"
 # ----------------------------------------------------------------------------------------------- losses
 def masked_cross_entropy(targets, logits, mask):
     """(sum of token cross-entropies over real positions, number of real positions); mask 1 = real, 0 = padding."""
-    ce = ops.sparse_categorical_crossentropy(ops.cast(targets, "int32"), ops.cast(logits, "float32"),
+    ce = ops.sparse_categorical_crossentropy(ops.cast(targets, "int32"), at_least_float32(logits),
                                              from_logits=True)
-    mask = ops.cast(mask, "float32")
+    mask = ops.cast(mask, ce.dtype)
     return ops.sum(ce * mask), ops.sum(mask)
 
 
@@ -232,6 +233,7 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
         return loss
 
     reports_accuracy = False
+    supports_forward_hvp = False  # ForwardAccumulator cannot differentiate the cell's while loop (TensorArray variants)
 
     def search_accuracy(self, batch, outputs):
         return None
@@ -271,7 +273,7 @@ class RNNSearchNetwork(_LanguageModelForward, BilevelSearchModel):
                 "dropoute": self.dropoute, "tar_beta": self.tar_beta, "seed": self.seed,
                 "arch_mode": self.arch_mode, "xi": self.xi, "weight_decay": self.weight_decay,
                 "arch_weight_decay": self.arch_weight_decay, "grad_clip": self.grad_clip, "bptt": self.bptt,
-                "exact_recompute": self.exact_recompute, "name": self.name}
+                "exact_recompute": self.exact_recompute, "exact_hvp": self.exact_hvp, "name": self.name}
 
 
 # ----------------------------------------------------------------------------------------------- evaluation network
