@@ -90,6 +90,7 @@ class BenchConfig:
     bptt: Optional[int] = None
     max_seq_len_delta: int = 0
     exact_recompute: bool = True  # second_order_exact: recompute the virtual step (False: keep its tape)
+    exact_hvp: str = "reverse"  # second_order_exact: "forward" = forward-over-reverse Hessian-vector product
     grappler_options: Optional[Dict[str, bool]] = None  # tf.config.optimizer.set_experimental_options, before tracing
     warmup: int = 1
     iters: int = 3
@@ -101,6 +102,8 @@ class BenchConfig:
             raise ValueError(f"A search benchmark needs arch_mode in {ARCH_MODES}. Received: arch_mode={self.arch_mode!r}")
         if self.data not in DATA_KINDS:
             raise ValueError(f"data must be one of {DATA_KINDS}. Received: data={self.data!r}")
+        if self.exact_hvp not in ("reverse", "forward"):
+            raise ValueError(f"exact_hvp must be 'reverse' or 'forward'. Received: exact_hvp={self.exact_hvp!r}")
         if self.grappler_options is not None and not (
                 isinstance(self.grappler_options, dict) and self.grappler_options
                 and all(isinstance(k, str) and isinstance(v, bool) for k, v in self.grappler_options.items())):
@@ -115,7 +118,9 @@ class BenchConfig:
     def name(self) -> str:
         size = f"L{self.layers}C{self.channels}" if self.model.startswith("cnn") else f"U{self.units}V{self.vocab_size}"
         mode = [self.arch_mode] if self.arch_mode else []
-        if self.arch_mode == "second_order_exact" and not self.exact_recompute:
+        if self.arch_mode == "second_order_exact" and self.exact_hvp == "forward":
+            mode = [self.arch_mode + "_fwdhvp"]
+        elif self.arch_mode == "second_order_exact" and not self.exact_recompute:
             mode = [self.arch_mode + "_keeptape"]
         parts = [self.model] + mode + [
             f"{size}b{self.batch_size}", "xla" if self.jit_compile else "noxla",
@@ -313,6 +318,7 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
             "batch_size": cfg.batch_size, "jit_compile": cfg.jit_compile, "mixed_precision": cfg.mixed_precision,
             "data": cfg.data, "shape": cfg.shape(),
             "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None,
+            "exact_hvp": cfg.exact_hvp if cfg.arch_mode == "second_order_exact" else None,
             "grappler_options": cfg.grappler_options, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
             "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
             "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_gpu_mem_mb": None,
@@ -339,7 +345,8 @@ def _cnn_search_model(cfg: BenchConfig):
                                       mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
     config = SearchConfig(output_dir="unused", batch_size=cfg.batch_size, init_channels=cfg.channels,
                           layers=cfg.layers, nodes=cfg.nodes, arch_mode=cfg.arch_mode, jit_compile=cfg.jit_compile,
-                          mixed_precision=cfg.mixed_precision, exact_recompute=cfg.exact_recompute)
+                          mixed_precision=cfg.mixed_precision, exact_recompute=cfg.exact_recompute,
+                          exact_hvp=cfg.exact_hvp)
     model = build_cnn_search_model(config, (cfg.image_size, cfg.image_size, 3), cfg.num_classes, steps)
     if cfg.data == "cached":
         ds = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()
@@ -392,7 +399,7 @@ def _rnn_search_model(cfg: BenchConfig):
         keras.mixed_precision.set_global_policy("mixed_float16")
     # the paper's search settings (reference rnn/train_search.py)
     model = RNNSearchNetwork(cfg.vocab_size, units=cfg.units, steps=cfg.nodes, seed=0, arch_mode=cfg.arch_mode,
-                             exact_recompute=cfg.exact_recompute)
+                             exact_recompute=cfg.exact_recompute, exact_hvp=cfg.exact_hvp)
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(20.0), arch_optimizer=keras.optimizers.Adam(3e-3, 0.9, 0.999),
                   jit_compile=cfg.jit_compile)
@@ -548,7 +555,9 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
         what = (f"{r['model']} L{size['layers']} C{size['channels']}" if r["model"].startswith("cnn")
                 else f"{r['model']} {size['units']}u V{size['vocab_size']} T{size['window']}")
         mode = r["arch_mode"] or "-"
-        if r.get("exact_recompute") is False:
+        if r.get("exact_hvp") == "forward":
+            mode += " (forward HVP)"
+        elif r.get("exact_recompute") is False:
             mode += " (keep tape)"
         if r.get("grappler_options"):
             mode += " (grappler: " + ", ".join(f"{k}={v}" for k, v in sorted(r["grappler_options"].items())) + ")"

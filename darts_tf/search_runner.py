@@ -28,7 +28,7 @@ from absl import logging
 
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
-from darts_tf.bilevel import ARCH_MODES, check_arch_mode
+from darts_tf.bilevel import ARCH_MODES, EXACT_HVP_METHODS, check_arch_mode
 from darts_tf.io_utils import atomic_savez, write_json
 
 
@@ -184,6 +184,7 @@ class SearchConfig:
     arch_mode: str = "first_order"
     xi: Optional[float] = None  # None: the current weight learning rate, as the paper
     exact_recompute: bool = True  # second_order_exact: recompute the train pass for the Hessian term (less memory)
+    exact_hvp: str = "reverse"  # second_order_exact: the Hessian term reverse over reverse, or "forward" over reverse
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
     momentum: float = 0.9
@@ -202,6 +203,8 @@ class SearchConfig:
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
         check_arch_mode(self.arch_mode)
+        if self.exact_hvp not in EXACT_HVP_METHODS:
+            raise ValueError(f"--exact_hvp must be one of {', '.join(EXACT_HVP_METHODS)}. Received: exact_hvp={self.exact_hvp!r}")
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "init_channels": self.init_channels,
                     "layers": self.layers}
         for name, value in positive.items():
@@ -246,7 +249,7 @@ def build_cnn_search_model(config: SearchConfig, input_shape, num_classes: int, 
                                      steps=config.nodes, multiplier=config.nodes, primitives=config.primitive_list,
                                      arch_mode=config.arch_mode, xi=config.xi, weight_decay=config.weight_decay,
                                      arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip,
-                                     exact_recompute=config.exact_recompute)
+                                     exact_recompute=config.exact_recompute, exact_hvp=config.exact_hvp)
     return compile_search_model(model, config, steps_per_epoch)
 
 

@@ -86,6 +86,7 @@ def test_search_is_bit_reproducible_in_a_process_that_built_other_layers(tmp_pat
     (dict(epochs=-1), r"--epochs must be >= 1. Received: epochs=-1"),
     (dict(train_portion=1.5), r"--train_portion must be in \(0, 1\)"),
     (dict(arch_mode="second"), r"Unknown architecture-gradient mode 'second'"),
+    (dict(exact_hvp="sideways"), r"--exact_hvp must be one of reverse, forward. Received: exact_hvp='sideways'"),
     (dict(layers=2), r"--layers must be >= 3"),
     (dict(primitives="none,conv_9x9"), r"--primitives must be a comma-separated subset"),
 ])

@@ -44,6 +44,9 @@ BILEVEL_FLAG_HELP = {
     "exact_recompute": "second_order_exact only: recompute the train batch's pass for the Hessian term after the "
                        "validation pass (bit-identical; one more forward/backward, a much lower peak memory). "
                        "--noexact_recompute keeps it instead (faster when memory allows).",
+    "exact_hvp": "second_order_exact only (CNN): 'reverse' differentiates through the virtual step (reverse over "
+                 "reverse); 'forward' takes the Hessian-vector product forward over reverse (tf.autodiff."
+                 "ForwardAccumulator). Equal up to round-off; they differ in time and memory (benchmarks/RESULTS.md).",
 }
 
 

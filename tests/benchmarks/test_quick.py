@@ -125,6 +125,13 @@ def test_keeptape_variant_is_its_own_configuration():
     assert len({recompute.name, keep.name, first.name}) == 3
     records = [run.validate_record(run.base_record(c, "skipped", "test", [0.0, 0.0, 0.0])) for c in (recompute, keep, first)]
     assert [r["exact_recompute"] for r in records] == [True, False, None]
+    assert [r["exact_hvp"] for r in records] == ["reverse", "reverse", None]
+    forward = run.BenchConfig("cnn_search", 128, "second_order_exact", exact_hvp="forward", **kw)
+    assert forward.name == "cnn_search/second_order_exact_fwdhvp/L3C8b128/noxla/fp32/cached"
+    record = run.validate_record(run.base_record(forward, "skipped", "test", [0.0, 0.0, 0.0]))
+    assert "| second_order_exact (forward HVP) |" in run.markdown_table([record])
+    with pytest.raises(ValueError, match="exact_hvp must be 'reverse' or 'forward'"):
+        run.BenchConfig("cnn_search", 128, "second_order_exact", exact_hvp="both", **kw)
     table = run.markdown_table(records)
     assert table.count("| second_order_exact (keep tape) |") == 1 and table.count("| second_order_exact |") == 1
 
