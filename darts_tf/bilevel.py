@@ -236,20 +236,20 @@ class BilevelSearchModel(keras.Model):
         d_all = tape.gradient(loss, w_prime_values + list(arch), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         d_w, d_alpha = d_all[: len(w_prime)], d_all[len(w_prime):]
         # 3. + (dw'/dalpha)^T grad_w' L_val = - xi * c * grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val (eq. 7)
-        if exact and self.exact_hvp == "forward":
-            with tf.control_dependencies(d_w):  # after the validation pass, as the recompute below
+        if exact and not keep_tape:
+            # the train pass of the Hessian term is (re)computed only once the validation pass is done (control
+            # dependency), so that its activations and the validation pass's are never held at the same time
+            with tf.control_dependencies(d_w):
                 weights = [tf.identity(w) for w in weights]
+        if exact and self.exact_hvp == "forward":
             hvp = self.alpha_hessian_vector_product(weights, arch, train_batch, d_w)
             return [da - tf.cast(xi, da.dtype) * tf.cast(clip, da.dtype) * h for da, h in zip(d_alpha, hvp)], loss, outputs
         if exact:
             # exactly, by differentiating the recorded virtual step (reverse over reverse); by the chain rule this is
             # grad_alpha L_val(w'(alpha), alpha) (eq. 6), with the validation pass kept out of the second-order graph
             if not keep_tape:
-                # recompute the virtual step under a tape, only once the validation pass is done (control
-                # dependency), so that its activations and the validation pass's are never held at the same time.
-                # Bit-identical: loss_at uses the same BatchNorm batch statistics and dropout seeds every time.
-                with tf.control_dependencies(d_w):
-                    weights = [tf.identity(w) for w in weights]
+                # recompute the virtual step under a tape (after the validation pass, ordered above). Bit-identical:
+                # loss_at uses the same BatchNorm batch statistics and dropout seeds every time.
                 with tf.GradientTape() as outer:
                     outer.watch(arch)
                     w_prime, _ = self.virtual_step(weights, arch, train_batch, xi)

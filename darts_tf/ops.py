@@ -18,7 +18,6 @@ _BN_EPSILON = 1e-5  # PyTorch's default, which the reference uses
 _BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 == Keras momentum 0.9
 
 
-@keras.saving.register_keras_serializable(package="darts_tf")
 def at_least_float32(x):
     """`x` in float32 when it is a half type (mixed precision: logits and losses in float32), else unchanged (a float64
     network stays float64 end to end, which the gradient checks rely on)."""
@@ -38,6 +37,7 @@ def moments(x, axes):
     return tf.squeeze(mean, axis=axes), tf.squeeze(variance, axis=axes)
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
 class FusedBatchNorm(layers.BatchNormalization):
     """Keras BatchNormalization whose training-mode call on NHWC images is one ``FusedBatchNormV3`` op.
 
@@ -76,7 +76,7 @@ class FusedBatchNorm(layers.BatchNormalization):
         """Training mode for the shapes and dtypes FusedBatchNormV3 does not take (float64, other axes): the parent's
         arithmetic with ``moments`` (exact second derivatives) instead of ``tf.nn.moments``."""
         axis = self.axis % len(inputs.shape)
-        x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs
+        x = at_least_float32(inputs)
         mean, variance = moments(x, [i for i in range(len(inputs.shape)) if i != axis])
         shape = [1] * len(inputs.shape)
         shape[axis] = inputs.shape[axis]

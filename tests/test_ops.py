@@ -123,3 +123,9 @@ def test_moments_have_the_exact_variance_hessian_and_batch_norm_uses_them():
 
     fused, decomposed = bn_hessian("float32"), bn_hessian("float64")
     np.testing.assert_allclose(decomposed, fused, atol=1e-5 * np.abs(fused).max())
+
+
+def test_fused_batch_norm_is_registered_for_saved_models():
+    from darts_tf.ops import FusedBatchNorm
+
+    assert keras.saving.get_registered_object("darts_tf>FusedBatchNorm") is FusedBatchNorm
