@@ -44,6 +44,10 @@ RESULT_PREFIX = "BENCH_RESULT "
 MODELS = ("cnn_search", "cnn_eval", "rnn_search")
 ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")  # == darts_tf.bilevel.ARCH_MODES
 DATA_KINDS = ("cached", "pipeline")
+# malloc implementations a child can run under (LD_PRELOAD), by the shared library each one loads and the Debian
+# package that ships it; "system" is the C library's own malloc
+MALLOCS = {"system": None, "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+           "jemalloc": ("libjemalloc.so.2", "libjemalloc2")}
 MIXED_PRECISION_ON_CPU = ("mixed precision needs a GPU (float16 kernels); no GPU is visible, so this configuration "
                           "is skipped on CPU")
 
@@ -65,6 +69,8 @@ flags.DEFINE_string("output", None, "JSON-lines file to write (default benchmark
 flags.DEFINE_string("markdown", None, "Markdown table to write (default: the output with .md).")
 flags.DEFINE_integer("iters", None, "Override the timed iterations of every configuration.")
 flags.DEFINE_integer("warmup", None, "Override the warm-up iterations (the first, tracing call included).")
+flags.DEFINE_enum("malloc", None, list(MALLOCS), "Override every configuration's malloc: run the children under "
+                  "tcmalloc or jemalloc (LD_PRELOAD; Debian packages libtcmalloc-minimal4, libjemalloc2).")
 flags.DEFINE_integer("timeout", 1200, "Seconds one configuration's process may run before it is recorded as error.")
 flags.DEFINE_string("child", None, "Internal: run the one configuration given as JSON in this process.")
 
@@ -92,6 +98,7 @@ class BenchConfig:
     exact_recompute: bool = True  # second_order_exact: recompute the virtual step (False: keep its tape)
     exact_hvp: str = "reverse"  # second_order_exact: "forward" = forward-over-reverse Hessian-vector product
     grappler_options: Optional[Dict[str, bool]] = None  # tf.config.optimizer.set_experimental_options, before tracing
+    malloc: str = "system"  # the child's malloc (MALLOCS): "tcmalloc" or "jemalloc" are preloaded with LD_PRELOAD
     warmup: int = 1
     iters: int = 3
 
@@ -110,6 +117,8 @@ class BenchConfig:
             raise ValueError("grappler_options must be a non-empty JSON object of booleans for "
                              "tf.config.optimizer.set_experimental_options, e.g. {\"disable_meta_optimizer\": true}. "
                              f"Received: grappler_options={self.grappler_options!r}")
+        if self.malloc not in MALLOCS:
+            raise ValueError(f"malloc must be one of {', '.join(MALLOCS)}. Received: malloc={self.malloc!r}")
         if self.warmup < 1 or self.iters < 1:
             raise ValueError(f"warmup and iters must be >= 1 (warm-up includes the tracing call). "
                              f"Received: warmup={self.warmup}, iters={self.iters}")
@@ -127,6 +136,8 @@ class BenchConfig:
             "mp16" if self.mixed_precision else "fp32", self.data]
         if self.grappler_options:
             parts.append("grappler[" + ",".join(f"{k}={int(v)}" for k, v in sorted(self.grappler_options.items())) + "]")
+        if self.malloc != "system":
+            parts.append(f"malloc[{self.malloc}]")
         return "/".join(parts)
 
     @property
@@ -319,9 +330,10 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
             "data": cfg.data, "shape": cfg.shape(),
             "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None,
             "exact_hvp": cfg.exact_hvp if cfg.arch_mode == "second_order_exact" else None,
-            "grappler_options": cfg.grappler_options, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
+            "grappler_options": cfg.grappler_options, "malloc": cfg.malloc, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
             "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
-            "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_gpu_mem_mb": None,
+            "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_swap_mb": None,
+            "timed_major_faults": None, "peak_gpu_mem_mb": None,
             "device": device, "env": env or _env(), "load_avg": {"start": load_start, "end": _load()},
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
@@ -417,11 +429,44 @@ def _sync(logs) -> Dict[str, float]:
     return {k: float(v) for k, v in logs.items()}
 
 
+def malloc_preload(name: str) -> Optional[str]:
+    """The shared library to put in a child's LD_PRELOAD for the malloc `name` (None for the system one); a
+    ValueError naming the package to install when it is not on this machine."""
+    if MALLOCS[name] is None:
+        return None
+    soname, package = MALLOCS[name]
+    import ctypes.util
+
+    found = ctypes.util.find_library(soname[3:].split(".so")[0])
+    if found != soname:
+        raise ValueError(f"malloc={name!r} needs {soname}, which the dynamic linker does not find here "
+                         f"(found: {found}). Install it (Debian/Ubuntu: apt-get install {package}) or use malloc='system'.")
+    return soname
+
+
+def child_env(cfg: BenchConfig) -> Dict[str, str]:
+    """The environment a child process measuring `cfg` runs with: this one, quieter TensorFlow logging, and the
+    configuration's malloc preloaded."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    preload = malloc_preload(cfg.malloc)
+    if preload:
+        env["LD_PRELOAD"] = " ".join(filter(None, [preload, env.get("LD_PRELOAD")]))
+    return env
+
+
+def _loaded_libraries() -> str:
+    with open("/proc/self/maps") as f:
+        return f.read()
+
+
 def run_child(cfg: BenchConfig) -> Dict[str, Any]:
     """Builds, traces and times `cfg` in this process; returns its record."""
     import resource
 
     load_start = _load()
+    if MALLOCS[cfg.malloc] is not None and MALLOCS[cfg.malloc][0] not in _loaded_libraries():
+        return base_record(cfg, "error", f"malloc={cfg.malloc!r} was asked for but {MALLOCS[cfg.malloc][0]} is not "
+                           "loaded in this process (run it through benchmarks/run.py, which sets LD_PRELOAD)", load_start)
     import keras
     import tensorflow as tf
 
@@ -449,6 +494,7 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
     for _ in range(cfg.warmup - 1):
         logs = _sync(train_function(iterator))
     times = []
+    faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
     for _ in range(cfg.iters):
         start = time.perf_counter()
         logs = _sync(train_function(iterator))
@@ -463,7 +509,8 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
                   step_s={"median": round(median, 4), "min": round(min(times), 4), "max": round(max(times), 4),
                           "mean": round(statistics.fmean(times), 4), "all": [round(t, 4) for t in times]},
                   examples_per_s=round(cfg.batch_size / median, 2),
-                  peak_host_mem_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1))
+                  peak_host_mem_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+                  timed_major_faults=resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults_start)
     if cfg.window:
         record["tokens_per_s"] = round(cfg.batch_size * cfg.window / median, 1)
     if gpus:
@@ -509,7 +556,8 @@ def run_in_subprocess(cfg: BenchConfig, timeout: float) -> Dict[str, Any]:
 
     load_start = _load()
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(dataclasses.asdict(cfg))]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = child_env(cfg)
+    peak_swap_kb = 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         deadline, timed_out = time.monotonic() + timeout, False
@@ -517,6 +565,7 @@ def run_in_subprocess(cfg: BenchConfig, timeout: float) -> Dict[str, Any]:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            peak_swap_kb = max(peak_swap_kb, swapped_kb(proc.pid))
             if time.monotonic() > deadline:
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
@@ -528,15 +577,29 @@ def run_in_subprocess(cfg: BenchConfig, timeout: float) -> Dict[str, Any]:
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     peak_mb = round(usage.ru_maxrss / 1024.0, 1)
+    peak_swap_mb = round(peak_swap_kb / 1024.0, 1)
     for line in stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            return {**json.loads(line[len(RESULT_PREFIX):]), "peak_swap_mb": peak_swap_mb}
     if timed_out:
         reason = f"timed out after {timeout:.0f} s (peak RSS {peak_mb:.0f} MiB so far)"
     else:
         tail = error_tail(stderr or stdout)
         reason = _kill_reason(proc.returncode, peak_mb) + (f": {tail}" if tail else "")
-    return {**base_record(cfg, "error", reason[:2000], load_start), "peak_host_mem_mb": peak_mb}
+    return {**base_record(cfg, "error", reason[:2000], load_start), "peak_host_mem_mb": peak_mb,
+            "peak_swap_mb": peak_swap_mb}
+
+
+def swapped_kb(pid: int) -> int:
+    """How much of process `pid` is in swap now (VmSwap, KiB); 0 if it is gone or the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmSwap:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _fmt(value, digits=2):
@@ -561,9 +624,16 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
             mode += " (keep tape)"
         if r.get("grappler_options"):
             mode += " (grappler: " + ", ".join(f"{k}={v}" for k, v in sorted(r["grappler_options"].items())) + ")"
+        if r.get("malloc", "system") != "system":
+            mode += f" ({r['malloc']})"
+        memory = _fmt(r["peak_host_mem_mb"], 0)
+        if r.get("peak_swap_mb"):
+            memory += f" + {r['peak_swap_mb']:.0f} swap"
+            if r.get("timed_major_faults") is not None:
+                memory += f" ({r['timed_major_faults']} major faults timed)"
         rows.append(f"| {what} | {mode} | {r['batch_size']} | {'on' if r['jit_compile'] else 'off'} "
                     f"| {'mixed16' if r['mixed_precision'] else 'fp32'} | {r['data']} | {_fmt(r['trace_compile_s'], 1)} "
-                    f"| {step_txt} | {_fmt(r['examples_per_s'], 1)} | {_fmt(r['peak_host_mem_mb'], 0)} | {status} |")
+                    f"| {step_txt} | {_fmt(r['examples_per_s'], 1)} | {memory} | {status} |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -614,10 +684,13 @@ def main(argv):
     grid = GRIDS[grid_name]()
     if FLAGS.config:
         grid_name, grid = "custom", [BenchConfig(**json.loads(c)) for c in FLAGS.config]
-    overrides = {k: v for k, v in (("iters", FLAGS.iters), ("warmup", FLAGS.warmup)) if v is not None}
+    overrides = {k: v for k, v in (("iters", FLAGS.iters), ("warmup", FLAGS.warmup), ("malloc", FLAGS.malloc))
+                 if v is not None}
     configs = [dataclasses.replace(c, **overrides) for c in select(grid, FLAGS.only)]
     if not configs:
         raise ValueError(f"--only={FLAGS.only!r} matches no configuration; see --list.")
+    for name in sorted({c.malloc for c in configs}):
+        malloc_preload(name)  # a missing library fails here, before any configuration runs
     if FLAGS.list:
         print("\n".join(c.name for c in configs))
         return

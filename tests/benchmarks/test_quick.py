@@ -83,6 +83,7 @@ def test_quick_benchmark_writes_schema_valid_lines(tmp_path):
             assert r["status"] == "ok", r["reason"]
             assert r["step_s"]["min"] <= r["step_s"]["median"] <= r["step_s"]["max"]
             assert r["trace_compile_s"] > 0 and r["peak_host_mem_mb"] > 0 and r["examples_per_s"] > 0
+            assert r["timed_major_faults"] >= 0 and r["peak_swap_mb"] >= 0
     table = output.with_suffix(".md").read_text()
     assert table.count("\n| ") >= len(expected) and "second_order_exact" in table
 
@@ -94,6 +95,7 @@ def test_failed_child_records_why_and_its_peak_memory():
     record = run.validate_record(run.run_in_subprocess(cfg, timeout=1))
     assert record["status"] == "error" and record["reason"].startswith("timed out after 1 s")
     assert record["peak_host_mem_mb"] > 0 and record["step_s"] is None
+    assert record["peak_swap_mb"] >= 0 and record["timed_major_faults"] is None
     stderr = ("I0000 00:00:1795596816.898085   12560 port.cc:153] oneDNN custom operations are on.\n"
               "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
               "Traceback (most recent call last):\nValueError: bad shape\n"
@@ -167,3 +169,45 @@ def test_grappler_options_variant_is_its_own_configuration():
     assert "| second_order_exact (grappler: disable_meta_optimizer=True) |" in run.markdown_table(records)
     with pytest.raises(ValueError, match="grappler_options must be a non-empty JSON object of booleans"):
         run.BenchConfig("cnn_search", 16, "first_order", grappler_options={"disable_meta_optimizer": "yes"}, **kw)
+
+
+def test_malloc_variant_is_its_own_configuration_and_the_child_runs_under_it(monkeypatch):
+    """A configuration measured under tcmalloc is named and recorded apart from the system-malloc one, its child
+    process really has the library loaded, a child without it refuses to measure, and a machine without the library
+    is told which package to install."""
+    kw = dict(layers=3, channels=8, nodes=4, image_size=32, num_classes=10)
+    default = run.BenchConfig("cnn_search", 16, "second_order_exact", **kw)
+    tc = run.BenchConfig("cnn_search", 16, "second_order_exact", malloc="tcmalloc", **kw)
+    assert tc.name == default.name + "/malloc[tcmalloc]"
+    records = [run.validate_record(run.base_record(c, "skipped", "test", [0.0, 0.0, 0.0])) for c in (default, tc)]
+    assert [r["malloc"] for r in records] == ["system", "tcmalloc"]
+    assert "| second_order_exact (tcmalloc) |" in run.markdown_table(records)
+    with pytest.raises(ValueError, match="malloc must be one of system, tcmalloc, jemalloc"):
+        run.BenchConfig("cnn_search", 16, "first_order", malloc="mimalloc", **kw)
+
+    probe = "from benchmarks import run; print(run.MALLOCS['tcmalloc'][0] in run._loaded_libraries())"
+    for cfg, loaded in ((default, "False"), (tc, "True")):
+        out = subprocess.run([sys.executable, "-c", probe], env=run.child_env(cfg), cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out == [loaded], (cfg.malloc, out)
+    refused = run.validate_record(run.run_child(tc))  # this test process has no tcmalloc preloaded
+    assert refused["status"] == "error" and "libtcmalloc_minimal.so.4 is not loaded" in refused["reason"]
+
+    monkeypatch.setattr("ctypes.util.find_library", lambda name: None)
+    with pytest.raises(ValueError, match=r"apt-get install libjemalloc2"):
+        run.malloc_preload("jemalloc")
+    assert run.malloc_preload("system") is None
+
+
+def test_swap_is_sampled_and_shown_beside_the_peak_rss():
+    """A child's swapped-out memory is read from /proc (0 for a process that is gone), and a record that used swap
+    shows it, with the major page faults of its timed steps, in the table's memory column."""
+    assert run.swapped_kb(os.getpid()) >= 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert run.swapped_kb(child.pid) == 0
+    assert "| 100 | ok |" in run.markdown_table([_ok_record(peak_swap_mb=0.0, timed_major_faults=0)])
+    swapped = run.validate_record(_ok_record(peak_swap_mb=5120.4, timed_major_faults=3))
+    assert "| 100 + 5120 swap (3 major faults timed) | ok |" in run.markdown_table([swapped])
+    with pytest.raises(ValueError, match=r"timed_major_faults: -1 < minimum 0"):
+        run.validate_record(_ok_record(timed_major_faults=-1))
