@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the project's environment if it is missing: .venv with the pinned requirements and the package
-# (editable), plus Graphviz's `dot` (Debian/Ubuntu, when run as root or with sudo). Idempotent and quick when
+# (editable), plus Graphviz's `dot` and tcmalloc (Debian/Ubuntu, when run as root). Idempotent and quick when
 # everything is there. Source it or run it; DARTS_TF_VENV overrides the location.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,13 +9,21 @@ PY="${PYTHON:-python3}"
 STAMP="$VENV/.darts_tf_requirements"
 WANT="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 
-if ! command -v dot >/dev/null 2>&1; then
+# Debian packages: Graphviz's `dot` (cell pictures) and tcmalloc (benchmarks/run.py --malloc=tcmalloc, and the
+# lower-memory CPU runs the README describes)
+APT_NEEDED=()
+command -v dot >/dev/null 2>&1 || APT_NEEDED+=(graphviz)
+SHARED_LIBS="$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)"
+[[ "$SHARED_LIBS" == *"libtcmalloc_minimal.so.4 "* ]] || APT_NEEDED+=(libtcmalloc-minimal4)
+if [ ${#APT_NEEDED[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing Graphviz (apt-get install graphviz)" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) || \
-      echo "[setup] warning: could not install Graphviz; cell pictures will fail (install 'graphviz')" >&2
+    echo "[setup] installing ${APT_NEEDED[*]} (apt-get install)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_NEEDED[@]}" >/dev/null) || \
+      echo "[setup] warning: could not install ${APT_NEEDED[*]}; without graphviz cell pictures fail, without" \
+           "libtcmalloc-minimal4 the tcmalloc benchmarks are skipped" >&2
   else
-    echo "[setup] warning: Graphviz 'dot' not found; install it (apt-get install graphviz / brew install graphviz)" >&2
+    echo "[setup] warning: missing ${APT_NEEDED[*]}; install them (apt-get install ${APT_NEEDED[*]};" \
+         "macOS: brew install graphviz)" >&2
   fi
 fi
 
