@@ -333,7 +333,7 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
             "grappler_options": cfg.grappler_options, "malloc": cfg.malloc, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
             "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
             "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_swap_mb": None,
-            "timed_major_faults": None, "peak_gpu_mem_mb": None,
+            "timed_major_faults": None, "timed_cpu_s": None, "peak_gpu_mem_mb": None,
             "device": device, "env": env or _env(), "load_avg": {"start": load_start, "end": _load()},
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
@@ -459,6 +459,14 @@ def _loaded_libraries() -> str:
         return f.read()
 
 
+def _timed_usage(start, end) -> Dict[str, Any]:
+    """What the timed steps cost the process besides wall time: CPU seconds (user + system, all threads) and major
+    page faults (pages read back from swap or disk). CPU seconds per wall second falling below a swap-free run's
+    is what time lost waiting for swap looks like."""
+    return {"timed_cpu_s": round(end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime, 3),
+            "timed_major_faults": end.ru_majflt - start.ru_majflt}
+
+
 def run_child(cfg: BenchConfig) -> Dict[str, Any]:
     """Builds, traces and times `cfg` in this process; returns its record."""
     import resource
@@ -494,7 +502,7 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
     for _ in range(cfg.warmup - 1):
         logs = _sync(train_function(iterator))
     times = []
-    faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+    usage_start = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(cfg.iters):
         start = time.perf_counter()
         logs = _sync(train_function(iterator))
@@ -510,7 +518,7 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
                           "mean": round(statistics.fmean(times), 4), "all": [round(t, 4) for t in times]},
                   examples_per_s=round(cfg.batch_size / median, 2),
                   peak_host_mem_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-                  timed_major_faults=resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults_start)
+                  **_timed_usage(usage_start, resource.getrusage(resource.RUSAGE_SELF)))
     if cfg.window:
         record["tokens_per_s"] = round(cfg.batch_size * cfg.window / median, 1)
     if gpus:
@@ -630,7 +638,10 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
         if r.get("peak_swap_mb"):
             memory += f" + {r['peak_swap_mb']:.0f} swap"
             if r.get("timed_major_faults") is not None:
-                memory += f" ({r['timed_major_faults']} major faults timed)"
+                memory += f" ({r['timed_major_faults']} major faults timed"
+                if r.get("timed_cpu_s") is not None and r["step_s"]:
+                    memory += f", {r['timed_cpu_s'] / sum(r['step_s']['all']):.2f} CPU-s per s"
+                memory += ")"
         rows.append(f"| {what} | {mode} | {r['batch_size']} | {'on' if r['jit_compile'] else 'off'} "
                     f"| {'mixed16' if r['mixed_precision'] else 'fp32'} | {r['data']} | {_fmt(r['trace_compile_s'], 1)} "
                     f"| {step_txt} | {_fmt(r['examples_per_s'], 1)} | {memory} | {status} |")

@@ -85,6 +85,7 @@ def test_quick_benchmark_writes_schema_valid_lines(tmp_path):
             assert r["step_s"]["min"] <= r["step_s"]["median"] <= r["step_s"]["max"]
             assert r["trace_compile_s"] > 0 and r["peak_host_mem_mb"] > 0 and r["examples_per_s"] > 0
             assert r["timed_major_faults"] >= 0 and r["peak_swap_mb"] >= 0
+            assert 0 < r["timed_cpu_s"] <= 1.05 * (os.cpu_count() or 1) * sum(r["step_s"]["all"])
     table = output.with_suffix(".md").read_text()
     assert table.count("\n| ") >= len(expected) and "second_order_exact" in table
 
@@ -96,7 +97,7 @@ def test_failed_child_records_why_and_its_peak_memory():
     record = run.validate_record(run.run_in_subprocess(cfg, timeout=1))
     assert record["status"] == "error" and record["reason"].startswith("timed out after 1 s")
     assert record["peak_host_mem_mb"] > 0 and record["step_s"] is None
-    assert record["peak_swap_mb"] >= 0 and record["timed_major_faults"] is None
+    assert record["peak_swap_mb"] >= 0 and record["timed_major_faults"] is None and record["timed_cpu_s"] is None
     stderr = ("I0000 00:00:1795596816.898085   12560 port.cc:153] oneDNN custom operations are on.\n"
               "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
               "Traceback (most recent call last):\nValueError: bad shape\n"
@@ -211,7 +212,7 @@ def test_swap_is_sampled_and_shown_beside_the_peak_rss():
     child.wait()
     assert run.swapped_kb(child.pid) == 0
     assert "| 100 | ok |" in run.markdown_table([_ok_record(peak_swap_mb=0.0, timed_major_faults=0)])
-    swapped = run.validate_record(_ok_record(peak_swap_mb=5120.4, timed_major_faults=3))
-    assert "| 100 + 5120 swap (3 major faults timed) | ok |" in run.markdown_table([swapped])
+    swapped = run.validate_record(_ok_record(peak_swap_mb=5120.4, timed_major_faults=3, timed_cpu_s=4.5))
+    assert "| 100 + 5120 swap (3 major faults timed, 1.50 CPU-s per s) | ok |" in run.markdown_table([swapped])
     with pytest.raises(ValueError, match=r"timed_major_faults: -1 < minimum 0"):
         run.validate_record(_ok_record(timed_major_faults=-1))
