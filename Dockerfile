@@ -12,10 +12,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
-# Graphviz's `dot` draws the cell pictures (darts_tf.visualize).
+# Graphviz's `dot` draws the cell pictures (darts_tf.visualize). tcmalloc replaces glibc's malloc in every process
+# of the image: on CPU the paper's second-order search step peaks lower at the same speed (FD 11.1 instead of
+# 13.3 GiB; benchmarks/RESULTS.md, "tcmalloc"). Set LD_PRELOAD= (empty) to run with glibc's malloc.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends graphviz \
+    && apt-get install -y --no-install-recommends graphviz libtcmalloc-minimal4 \
     && rm -rf /var/lib/apt/lists/*
+ENV LD_PRELOAD=libtcmalloc_minimal.so.4
 
 WORKDIR /opt/darts_tf
 # Dependencies first, so code changes do not reinstall them.

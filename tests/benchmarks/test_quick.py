@@ -192,6 +192,9 @@ def test_malloc_variant_is_its_own_configuration_and_the_child_runs_under_it(mon
         with pytest.raises(ValueError, match=r"apt-get install libjemalloc2"):
             run.malloc_preload("jemalloc")
     assert run.malloc_preload("system") is None
+    dockerfile = (REPO / "Dockerfile").read_text()  # the image preloads the library measured here
+    soname, package = run.MALLOCS["tcmalloc"]
+    assert f"ENV LD_PRELOAD={soname}\n" in dockerfile and f" {package} " in dockerfile
 
     if ctypes.util.find_library("tcmalloc_minimal") is None:
         pytest.skip("tcmalloc is not installed (apt-get install libtcmalloc-minimal4; scripts/ensure_env.sh does it)")
