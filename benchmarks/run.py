@@ -16,8 +16,11 @@ Markdown table::
     python benchmarks/run.py --config='{"model": "cnn_search", "batch_size": 32, "arch_mode": "first_order",
         "layers": 8, "channels": 16, "nodes": 4, "image_size": 32, "num_classes": 10}'   # any other size
     python benchmarks/run.py --summarize results/a.jsonl --summarize results/b.jsonl  # one table from several runs
+    python benchmarks/run.py --quick --malloc=tcmalloc      # the children under tcmalloc (LD_PRELOAD)
 
 Mixed precision is measured on a GPU only; on CPU its configurations are recorded as skipped with the reason.
+Where the machine has swap, each record also holds the most of the child that was swapped out and the major page
+faults and CPU seconds of its timed steps, so that a step slowed by swap can be told apart.
 """
 
 from __future__ import annotations
@@ -330,8 +333,8 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
             "data": cfg.data, "shape": cfg.shape(),
             "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None,
             "exact_hvp": cfg.exact_hvp if cfg.arch_mode == "second_order_exact" else None,
-            "grappler_options": cfg.grappler_options, "malloc": cfg.malloc, "status": status, "reason": reason, "warmup_iters": cfg.warmup,
-            "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
+            "grappler_options": cfg.grappler_options, "malloc": cfg.malloc, "status": status, "reason": reason,
+            "warmup_iters": cfg.warmup, "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
             "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_swap_mb": None,
             "timed_major_faults": None, "timed_cpu_s": None, "peak_gpu_mem_mb": None,
             "device": device, "env": env or _env(), "load_avg": {"start": load_start, "end": _load()},
