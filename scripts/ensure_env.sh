@@ -20,7 +20,7 @@ if [ ${#APT_NEEDED[@]} -gt 0 ]; then
     echo "[setup] installing ${APT_NEEDED[*]} (apt-get install)" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_NEEDED[@]}" >/dev/null) || \
       echo "[setup] warning: could not install ${APT_NEEDED[*]}; without graphviz cell pictures fail, without" \
-           "libtcmalloc-minimal4 the tcmalloc benchmarks are skipped" >&2
+           "libtcmalloc-minimal4 benchmarks/run.py --malloc=tcmalloc refuses to run" >&2
   else
     echo "[setup] warning: missing ${APT_NEEDED[*]}; install them (apt-get install ${APT_NEEDED[*]};" \
          "macOS: brew install graphviz)" >&2
