@@ -4,6 +4,7 @@ import ctypes.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -62,6 +63,27 @@ def test_exact_to_fd_ratio_pairs_configurations():
     fd = _ok_record(name="cnn_search/second_order_fd/L5C8b16/noxla/fp32/cached", arch_mode="second_order_fd",
                     step_s={"median": 2.0, "min": 2, "max": 2, "mean": 2, "all": [2]})
     assert run.exact_to_fd_ratios([exact, fd]) == {"cnn_search/L5C8b16/noxla/fp32/cached": 1.5}
+
+
+def test_results_md_is_the_summary_of_its_runs_and_has_every_configuration_of_the_grid():
+    """RESULTS.md's merged table is what `run.py --summarize` makes of the runs it lists (each line schema-checked),
+    and those runs hold a record for every configuration of the full grid: measured, or failed with its reason on
+    this machine; only mixed precision may be skipped (it needs a GPU)."""
+    text = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    paths = re.findall(r"--summarize (benchmarks/results/\S+\.jsonl)", text)
+    assert paths, "RESULTS.md lists no --summarize runs"
+    records, table = run.summarize([str(REPO / p) for p in paths])
+    missing_rows = [row for row in table.splitlines()
+                    if row.strip() and "| skipped: mixed precision" not in row and row not in text]
+    assert not missing_rows, "RESULTS.md differs from `run.py --summarize` of its runs; regenerate it:\n" + "\n".join(missing_rows)
+    by_name = {r["name"]: r for r in records}
+    for cfg in run.select(run.full_grid(), None):
+        record = by_name.get(cfg.name)
+        assert record is not None, f"{cfg.name}: no record in the runs RESULTS.md lists"
+        allowed = ("ok", "error", "skipped") if cfg.mixed_precision else ("ok", "error")
+        assert record["status"] in allowed, (cfg.name, record["status"], record["reason"])
+        if record["status"] == "error":
+            assert record["reason"] and record["peak_host_mem_mb"], (cfg.name, record)
 
 
 @pytest.mark.slow
