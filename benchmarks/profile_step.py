@@ -4,7 +4,8 @@ step spends its time by TensorFlow op type (TensorFlow profiler trace, XPlane re
     python benchmarks/profile_step.py --config='{"model": "cnn_search", "batch_size": 16, "arch_mode": "second_order_exact",
         "layers": 5, "channels": 8, "nodes": 4, "image_size": 32, "num_classes": 10}' --steps=2
 
-Prints one JSON object (and the top op types as a table). Runs in this process, like a ``run.py`` child.
+Prints one JSON object (and the top op types as a table). Runs in this process, like a ``run.py`` child, with the
+same model builders (``benchmarks/child.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import run  # noqa: E402
+from benchmarks.child import BUILDERS, sync  # noqa: E402
+from benchmarks.configs import BenchConfig  # noqa: E402
+from benchmarks.records import load_avg  # noqa: E402
 
 FLAGS = flags.FLAGS
-# --config (BenchConfig fields as JSON) is benchmarks/run.py's flag; give it once here
+flags.DEFINE_multi_string("config", [], "The configuration to profile, given once: BenchConfig fields as JSON, as "
+                          "for benchmarks/run.py --config.")
 flags.DEFINE_integer("steps", 2, "Profiled steady-state steps (after the tracing call and one more).")
 flags.DEFINE_integer("top", 15, "Op types to list.")
 flags.DEFINE_string("grappler_options", None, "JSON for tf.config.optimizer.set_experimental_options before tracing, "
@@ -60,12 +64,12 @@ def main(argv):
     del argv
     if len(FLAGS.config) != 1:
         raise app.UsageError("Give the configuration to profile once: --config='<BenchConfig fields as JSON>'.")
-    cfg = run.BenchConfig(**json.loads(FLAGS.config[0]))
+    cfg = BenchConfig(**json.loads(FLAGS.config[0]))
     import tensorflow as tf
 
     if FLAGS.grappler_options:
         tf.config.optimizer.set_experimental_options(json.loads(FLAGS.grappler_options))
-    model, dataset = run._BUILDERS[cfg.model](cfg)
+    model, dataset = BUILDERS[cfg.model](cfg)
     batch = next(iter(dataset))
     step = tf.function(model.train_step, jit_compile=cfg.jit_compile, autograph=False)  # as Keras
     start = time.perf_counter()
@@ -73,21 +77,21 @@ def main(argv):
     python_trace_s = time.perf_counter() - start
     graph_ops = collections.Counter(op.type for op in concrete.graph.get_operations())
     start = time.perf_counter()
-    run._sync(step(batch))
+    sync(step(batch))
     first_call_s = time.perf_counter() - start
-    run._sync(step(batch))
+    sync(step(batch))
     logdir = tempfile.mkdtemp(prefix="darts_profile_")
     tf.profiler.experimental.start(logdir)
     start = time.perf_counter()
     for _ in range(FLAGS.steps):
-        run._sync(step(batch))
+        sync(step(batch))
     step_s = (time.perf_counter() - start) / FLAGS.steps
     tf.profiler.experimental.stop()
     by_type = op_type_times(logdir)
     total = sum(by_type.values()) or 1.0
     report = {"name": cfg.name, "graph_ops": sum(graph_ops.values()), "top_graph_op_types": graph_ops.most_common(8),
               "python_trace_s": round(python_trace_s, 2), "first_call_s": round(first_call_s, 2),
-              "profiled_step_s": round(step_s, 3), "load_avg": run._load(), "profile_dir": logdir,
+              "profiled_step_s": round(step_s, 3), "load_avg": load_avg(), "profile_dir": logdir,
               "grappler_options": tf.config.optimizer.get_experimental_options(),
               "peak_host_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
               "op_time_share": {k: round(v / total, 3) for k, v in by_type.most_common(FLAGS.top)}}

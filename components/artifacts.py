@@ -55,7 +55,7 @@ _METRICS_FILE = "metrics.json"
 _TENSORBOARD_DIR = "tensorboard"
 _RUN_DIR = "run"
 _SAVED_MODEL_DIR = "saved_model"
-_KERAS_MODEL_FILE = "model.keras"  # in run/: darts_tf.training.MODEL_FILE for CNN; the RNN stages use the same
+_KERAS_MODEL_FILE = "model.keras"  # in run/: darts_tf.run_files.MODEL, CNN and RNN alike
 _VOCAB_FILE = "vocab.txt"  # in run/ (RNN): the training vocabulary, one token per line
 LINEAGE_KEYS = ("stage", "search_uri", "seed", "flags", "dataset_hash")
 
@@ -321,7 +321,7 @@ class GenotypeArtifact:
 
     @property
     def json_path(self) -> str:
-        """The genotype JSON file (what `darts_tf.training` and the RNN trainer take as `genotype`)."""
+        """The genotype JSON file (what `darts_tf.cnn.train` and `darts_tf.rnn.train` take as `genotype`)."""
         return os.path.join(self.path, _GENOTYPE_FILE)
 
 

@@ -50,7 +50,7 @@ def run(dataset: str, genotype: str, model: str, metrics: str, kind: str = "cnn"
         if kind == "cnn":
             if data.kind != "images":
                 raise artifacts.ArtifactError(stage, dataset, f"holds {data.kind}; CNN evaluation needs images")
-            from darts_tf import training
+            from darts_tf.cnn import train as training
 
             cfg = common.config_from_dict(training.TrainConfig, config, stage, genotype=chosen.json_path,
                                           dataset=data.name, validation_portion=0.0, resume=False, export=True,
@@ -67,21 +67,22 @@ def run(dataset: str, genotype: str, model: str, metrics: str, kind: str = "cnn"
 
 
 def train_cnn(cfg, writer_dir: str, imagenet: bool = False) -> Dict[str, Any]:
-    """Trains with `darts_tf.training` into the Model artifact's run dir and moves its SavedModel to the top."""
-    from darts_tf import training
+    """Trains with `darts_tf.cnn.train` into the Model artifact's run dir and moves its SavedModel to the top."""
+    from darts_tf.cnn import train as training
+    from darts_tf.run_files import RunFiles
 
     result = (training.train_imagenet if imagenet else training.train)(cfg)
-    exported = os.path.join(cfg.output_dir, training.SAVED_MODEL_DIR)
+    exported = RunFiles(cfg.output_dir).saved_model
     if os.path.isdir(exported):
         os.replace(exported, artifacts.saved_model_dir_of(writer_dir))
     return dict(result)
 
 
 def check_saved_model(saved_model_dir: str, data: Optional[artifacts.DatasetArtifact]) -> Dict[str, Any]:
-    """Loads the SavedModel with `darts_tf.export.load_predictor` and predicts a few test images."""
+    """Loads the SavedModel with `darts_tf.cnn.export.load_predictor` and predicts a few test images."""
     import numpy as np
 
-    from darts_tf.export import load_predictor
+    from darts_tf.cnn.export import load_predictor
 
     predictor = load_predictor(saved_model_dir)
     if data is not None and data.kind == "images":
@@ -100,17 +101,16 @@ def check_saved_model(saved_model_dir: str, data: Optional[artifacts.DatasetArti
 
 def train_rnn(data: artifacts.DatasetArtifact, chosen: artifacts.GenotypeArtifact, cfg: RNNEvalConfig,
               writer_dir: str, stage: str) -> Dict[str, Any]:
-    """Trains the recurrent cell with `darts_tf.rnn.evaluation_runner` (train split; validation: valid) into the
+    """Trains the recurrent cell with `darts_tf.rnn.train.train` (train split; validation: valid) into the
     artifact's run dir, which has that runner's layout (model.keras, vocab.txt, tensorboard/); test perplexity
     is that of the best validation weights."""
-    from darts_tf.rnn import training as rnn_training
-    from darts_tf.rnn.evaluation_runner import run_rnn_training
+    from darts_tf.rnn import train as rnn_training
 
     if data.kind != "text":
         raise artifacts.ArtifactError(stage, data.path, f"holds {data.kind}; RNN training needs text")
-    overrides = common.coerce_numbers(rnn_training.RNNTrainConfig, cfg.overrides)
+    overrides = common.coerce_numbers(rnn_training.TrainConfig, cfg.overrides)
     train_cfg = rnn_training.get_preset(cfg.preset, **{**overrides, "genotype": chosen.json_path})
-    result = run_rnn_training(train_cfg, output_dir=artifacts.run_dir_of(writer_dir), data_dir=data.corpus_dir,
+    result = rnn_training.train(train_cfg, output_dir=artifacts.run_dir_of(writer_dir), data_dir=data.corpus_dir,
                               preset=cfg.preset)
     return {"dataset": data.name, "preset": cfg.preset, "valid_perplexity": result["valid_ppl"],
             "test_perplexity": result["test_ppl"], "test_loss": math.log(result["test_ppl"]),

@@ -2,7 +2,7 @@
 (final alphas, the genotype they encode with its lineage, per-epoch history and TensorBoard logs).
 
 The data comes from the `Dataset` artifact (never re-downloaded). The network, the optimisers and the
-bilevel `fit` are the library's (`darts_tf.search_runner.run_cnn_search`, `darts_tf.rnn.search_runner.run_rnn_search`);
+bilevel `fit` are the library's (`darts_tf.cnn.search.run_search`, `darts_tf.rnn.search.run_search`);
 this module hands them the ingested data and records the lineage.
 """
 
@@ -45,11 +45,11 @@ def run(dataset: str, search_run: str, kind: str = "cnn", seed: int = 0,
 
 
 def _cnn_search(data: artifacts.DatasetArtifact, config: Dict[str, Any], seed: int, output_dir: str, verbose):
-    from darts_tf.search_runner import SearchConfig, run_cnn_search
+    from darts_tf.cnn.search import SearchConfig, run_search
 
     cfg = common.config_from_dict(SearchConfig, config, STAGE, seed=seed, output_dir=output_dir,
                                   dataset=data.name, resume=False)
-    result = run_cnn_search(cfg, verbose=verbose, data=data.image_data(),
+    result = run_search(cfg, verbose=verbose, data=data.image_data(),
                             extra_flags={"dataset_hash": data.dataset_hash})
     flags = {**cfg.to_dict(), "dataset_hash": data.dataset_hash}
     flags.pop("output_dir")
@@ -59,11 +59,11 @@ def _cnn_search(data: artifacts.DatasetArtifact, config: Dict[str, Any], seed: i
 def _rnn_search(data: artifacts.DatasetArtifact, config: Dict[str, Any], seed: int, output_dir: str, verbose):
     from darts_tf.data import text
     from darts_tf.genotypes import RNN_PRIMITIVES
-    from darts_tf.rnn.search_runner import RNNSearchConfig, run_rnn_search
+    from darts_tf.rnn.search import SearchConfig, run_search
 
-    cfg = common.config_from_dict(RNNSearchConfig, config, STAGE, seed=seed, output_dir=output_dir,
+    cfg = common.config_from_dict(SearchConfig, config, STAGE, seed=seed, output_dir=output_dir,
                                   dataset=data.name, data_dir=data.corpus_dir, resume=False)
-    result = run_rnn_search(cfg, verbose=verbose, corpus=text.Corpus.from_directory(data.corpus_dir),
+    result = run_search(cfg, verbose=verbose, corpus=text.Corpus.from_directory(data.corpus_dir),
                             extra_flags={"dataset_hash": data.dataset_hash})
     flags = {**cfg.to_dict(), "dataset_hash": data.dataset_hash}
     flags.pop("output_dir")

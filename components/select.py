@@ -2,8 +2,8 @@
 from the training data (never the test set), and publish the best one (paper sect. 3.2: the best of several
 searches is picked by a short training run) together with the table of all candidates.
 
-CNN candidates train with `darts_tf.training.train` (`validation_portion` > 0 reports the carved split);
-RNN candidates with `darts_tf.rnn.training.train` on the train stream minus its last `validation_portion`,
+CNN candidates train with `darts_tf.cnn.train.train` (`validation_portion` > 0 reports the carved split);
+RNN candidates with `darts_tf.rnn.train.fit` on the train stream minus its last `validation_portion`,
 scored by validation perplexity.
 """
 
@@ -69,7 +69,8 @@ def run(dataset: str, candidates: Sequence[str], best_genotype: str, selection: 
 
 def _score_cnn(data: artifacts.DatasetArtifact, candidate: artifacts.GenotypeArtifact, config: Dict[str, Any],
                tensorboard_dir: str) -> Dict[str, Any]:
-    from darts_tf import training
+    from darts_tf.cnn import train as training
+    from darts_tf.run_files import RunFiles
 
     if data.kind != "images":
         raise artifacts.ArtifactError(STAGE, data.path, f"holds {data.kind}; CNN selection needs images")
@@ -81,7 +82,7 @@ def _score_cnn(data: artifacts.DatasetArtifact, candidate: artifacts.GenotypeArt
             raise ValueError(f"[stage '{STAGE}'] validation_portion must be in (0, 1): selection never looks at the "
                              f"test set. Received: validation_portion={cfg.validation_portion}")
         metrics = training.train(cfg)
-        shutil.copytree(os.path.join(cfg.output_dir, training.TENSORBOARD_DIR), tensorboard_dir)
+        shutil.copytree(RunFiles(cfg.output_dir).tensorboard, tensorboard_dir)
     return {"validation_accuracy": metrics["validation_top1_accuracy"], "validation_loss": metrics["validation_loss"],
             "params_M": metrics["params_M"], "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"]}
 
@@ -112,19 +113,19 @@ def _score_rnn(data: artifacts.DatasetArtifact, candidate: artifacts.GenotypeArt
 
     from darts_tf import checkpoint
     from darts_tf.data import text
-    from darts_tf.rnn import training as rnn_training
+    from darts_tf.rnn import train as rnn_training
 
     if data.kind != "text":
         raise artifacts.ArtifactError(STAGE, data.path, f"holds {data.kind}; RNN selection needs text")
     cfg = common.config_from_dict(RNNSelectConfig, config, STAGE)
-    train_cfg = rnn_training.get_preset(cfg.preset, **{**common.coerce_numbers(rnn_training.RNNTrainConfig, cfg.overrides), "genotype": candidate.json_path,
+    train_cfg = rnn_training.get_preset(cfg.preset, **{**common.coerce_numbers(rnn_training.TrainConfig, cfg.overrides), "genotype": candidate.json_path,
                                                        "epochs": cfg.epochs})
     corpus = text.Corpus.from_directory(data.corpus_dir)
     train_ids, valid_ids = carve_validation(corpus.train, cfg.validation_portion)
     start = time.time()
     checkpoint.start_run(train_cfg.seed)
     model = rnn_training.compile_model(rnn_training.build_model(train_cfg, corpus.vocab_size), train_cfg)
-    result = rnn_training.train(model, train_ids, valid_ids, train_cfg, callbacks=[
+    result = rnn_training.fit(model, train_ids, valid_ids, train_cfg, callbacks=[
         keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False)])
     return {"validation_perplexity": result.best_val_ppl, "validation_loss": result.best_val_loss,
             "epochs": result.epochs_done, "wall_time_s": time.time() - start}

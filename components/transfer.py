@@ -1,6 +1,6 @@
 """Stage `transfer`: the chosen cell on another dataset (paper sect. 3.3).
 
-CNN: ImageNet-style training with `darts_tf.training.train_imagenet` (the mobile setting, A.2.3; the
+CNN: ImageNet-style training with `darts_tf.cnn.train.train_imagenet` (the mobile setting, A.2.3; the
 dataset is streamed from tfds / an image folder, or any in-memory image dataset for cheap studies).
 RNN: the recurrent cell trained on an ingested WikiText-2 corpus with the 'wikitext2' preset (A.2.4).
 Outputs a `Model` and a `Metrics` artifact, as `evaluate`.
@@ -35,7 +35,7 @@ def run(genotype: str, model: str, metrics: str, kind: str = "cnn", config: Opti
             raise ValueError(f"[stage '{STAGE}'] an RNN transfer needs the ingested transfer corpus (dataset).")
         return evaluate.run(dataset, genotype, model, metrics, kind="rnn", config=config, stage=STAGE,
                             log_metric=log_metric)
-    from darts_tf import training
+    from darts_tf.cnn import train as training
 
     chosen = artifacts.read_genotype(genotype, STAGE)
     if chosen.genotype.kind != "cnn":

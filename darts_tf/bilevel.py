@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from darts_tf.ops import at_least_float32
+from darts_tf.numerics import at_least_float32
 
 ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")
 TRAIN, VALIDATION = "train", "validation"
@@ -193,7 +193,7 @@ class BilevelSearchModel(keras.Model):
         The exact mode takes the same product in the other order (reverse over reverse, through the virtual step);
         the two agree to float64 round-off only if every op's second derivatives are right, so this is the
         independent check of the exact mode (tests/test_bilevel.py). It is how BatchNorm's ``tf.nn.moments`` was
-        found to drop a Hessian term (``darts_tf.ops.moments``).
+        found to drop a Hessian term (``darts_tf.numerics.moments``).
         """
         with tf.autodiff.ForwardAccumulator(primals=weights, tangents=vector) as acc:
             with tf.GradientTape() as tape:

@@ -17,9 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf.io_utils import atomic_savez
-
-STATE_FILE = "training_state.npz"
-CONFIG_FILE = "run_config.json"
+from darts_tf.run_files import RunFiles
 
 
 def start_run(seed: int, deterministic: bool = False) -> None:
@@ -55,18 +53,18 @@ def save_state(directory: str, model: keras.Model, epochs_done: int, optimizers:
     arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     arrays["__paths__"] = np.array([v.path for v in variables])
     arrays["__meta__"] = np.array(json.dumps({"epochs_done": int(epochs_done), **(extra or {})}))
-    path = os.path.join(directory, STATE_FILE)
+    path = RunFiles(directory).state
     atomic_savez(path, arrays)
     return path
 
 
 def has_state(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, STATE_FILE))
+    return os.path.isfile(RunFiles(directory).state)
 
 
 def restore_state(directory: str, model: keras.Model, optimizers: Sequence[Any] = ()) -> Dict[str, Any]:
     """Assigns the saved values; returns the metadata ({'epochs_done': n, ...})."""
-    path = os.path.join(directory, STATE_FILE)
+    path = RunFiles(directory).state
     variables = state_variables(model, optimizers)
     with np.load(path, allow_pickle=False) as data:
         paths = list(data["__paths__"])
@@ -90,7 +88,7 @@ def check_run_config(directory: str, config: Dict[str, Any], resume: bool,
     already holds a checkpoint is refused so that a run never overwrites another one by accident.
     """
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, CONFIG_FILE)
+    path = RunFiles(directory).run_config
     if has_state(directory) and os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)

@@ -76,3 +76,27 @@ def publish_directory(path: str, verify: Optional[Callable[[str], Any]] = None) 
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_through_rename(path: str, save: Callable[[str], Any]) -> None:
+    """`save(tmp)` to a temporary name in the same directory (keeping `path`'s suffix, which Keras checks), then a
+    rename: readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model_atomic(model, path: str) -> None:
+    """``model.save`` (a `.keras` file) written atomically."""
+    _save_through_rename(path, model.save)
+
+
+def save_weights_atomic(model, path: str) -> None:
+    """``model.save_weights`` (a `.weights.h5` file) written atomically."""
+    _save_through_rename(path, model.save_weights)

@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, List, Sequence, Union
 
 from components.evaluate import RNNEvalConfig
 from components.ingest import IngestConfig
-from darts_tf.rnn.search_runner import RNNSearchConfig
+from darts_tf.rnn.search import SearchConfig as RNNSearchConfig
 from components.select import RNNSelectConfig
-from darts_tf.search_runner import SearchConfig
-from darts_tf.training import ImageNetConfig, TrainConfig
+from darts_tf.cnn.search import SearchConfig
+from darts_tf.cnn.train import ImageNetConfig, TrainConfig
 
 PIPELINES = ("cnn", "rnn")
 # Set by the stages themselves; never passed from a preset.

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from darts_tf.bilevel import ARCH_MODES, BilevelSearchModel
-from darts_tf.search_space import build_cnn_search_network
+from darts_tf.cnn.search_space import build_cnn_search_network
 
 
 class ToyBilevel(BilevelSearchModel):

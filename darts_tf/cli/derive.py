@@ -14,6 +14,7 @@ import numpy as np
 from absl import app, flags
 
 from darts_tf import genotypes as gt
+from darts_tf.run_files import RunFiles
 from darts_tf.cli import common
 
 flags.DEFINE_string("search_dir", None, "A darts-search / darts-rnn-search output directory (alphas.npz).")
@@ -25,13 +26,14 @@ FLAGS = flags.FLAGS
 
 def derive_search_dir(search_dir: str, k=None) -> gt.AnyGenotype:
     """The genotype the final alphas of `search_dir` encode."""
-    path = os.path.join(search_dir, "alphas.npz")
+    files = RunFiles(search_dir)
+    path = files.alphas
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: --search_dir must be a finished darts-search or "
                                 f"darts-rnn-search output directory.")
     with np.load(path) as data:
         alphas = {name: data[name] for name in data.files}
-    config_path = os.path.join(search_dir, "run_config.json")
+    config_path = files.run_config
     config = json.load(open(config_path)) if os.path.isfile(config_path) else {}
     primitives = [p.strip() for p in config["primitives"].split(",") if p.strip()] if "primitives" in config else None
     try:
@@ -49,7 +51,7 @@ def main(argv):
     from darts_tf.visualize import plot_genotype
 
     genotype = derive_search_dir(FLAGS.search_dir, FLAGS.k)
-    out = os.path.join(FLAGS.output_dir, "genotype.json")
+    out = RunFiles(FLAGS.output_dir).genotype
     gt.save_genotype(genotype, out, {"stage": "derive", "search_dir": os.path.abspath(FLAGS.search_dir)})
     for p in [out, *plot_genotype(genotype, FLAGS.output_dir, formats=tuple(FLAGS.formats))]:
         print(p)

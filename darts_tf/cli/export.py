@@ -27,21 +27,22 @@ def define_flags():
 
 
 def main(argv):
-    from darts_tf import export, training
+    from darts_tf import run_files
+    from darts_tf.cnn import evaluate, export
 
     def body():
         model_path = FLAGS.model
         if os.path.isdir(model_path):
-            model_path = os.path.join(model_path, training.MODEL_FILE)
-        info = training.read_data_info(model_path)
+            model_path = run_files.RunFiles(model_path).model
+        info = evaluate.read_data_info(model_path)
         mean = [float(v) for v in FLAGS.mean] if FLAGS.mean else info.get("mean")
         std = [float(v) for v in FLAGS.std] if FLAGS.std else info.get("std")
         if mean is None or std is None:
-            raise ValueError(f"No {training.DATA_INFO_FILE} beside {model_path!r}: pass --mean and --std "
+            raise ValueError(f"No {run_files.DATA_INFO} beside {model_path!r}: pass --mean and --std "
                              "(per-channel, 0..1 scale).")
-        model = training.load_model(model_path)
-        export_dir = FLAGS.export_dir or os.path.join(os.path.dirname(os.path.abspath(model_path)), training.SAVED_MODEL_DIR)
-        run_config = training.read_run_config(model_path)
+        model = evaluate.load_model(model_path)
+        export_dir = FLAGS.export_dir or run_files.RunFiles(run_files.run_dir_of(model_path)).saved_model
+        run_config = evaluate.read_run_config(model_path)
         path = export.export_saved_model(model, export_dir, mean, std, class_names=FLAGS.class_names or info.get("class_names"),
                                          metadata={k: run_config[k] for k in ("genotype", "dataset") if k in run_config},
                                          image_shape=info.get("image_shape"))

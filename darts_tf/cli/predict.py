@@ -26,8 +26,8 @@ def define_flags():
 
 
 def main(argv):
-    from darts_tf.data.images import load_image_files
-    from darts_tf.export import load_predictor
+    from darts_tf.data.imagenet import load_image_files
+    from darts_tf.cnn.export import load_predictor
 
     paths = argv[1:]
     if not paths:

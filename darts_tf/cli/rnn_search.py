@@ -4,14 +4,14 @@
     darts-rnn-search --output_dir runs/rnn_smoke --dataset smoke --units 32 --batch_size 16 --epochs 1   # offline
 
 Writes the genotype after every epoch, the final genotype/alphas, alpha history, TensorBoard logs, vocab.txt and a
-checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.search_runner for the layout.
+checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.run_files for the layout.
 """
 
 
 from darts_tf.cli import common
-from darts_tf.rnn.search_runner import RNNSearchConfig, run_rnn_search
+from darts_tf.rnn.search import SearchConfig, run_search
 
-common.define_flags_from_dataclass(RNNSearchConfig, {
+common.define_flags_from_dataclass(SearchConfig, {
     "output_dir": "Directory for genotypes, alphas, TensorBoard logs and checkpoints (required).",
     "dataset": "Name of the corpus for the records; 'smoke' = the offline corpus (no --data_dir needed).",
     "data_dir": "Directory with train.txt, valid.txt, test.txt (PTB / WikiText-2 layout).",
@@ -27,7 +27,7 @@ common.define_flags_from_dataclass(RNNSearchConfig, {
 
 def main(argv):
     del argv
-    common.report_search(run_rnn_search(common.config_from_flags(RNNSearchConfig)))
+    common.report_search(run_search(common.config_from_flags(SearchConfig)))
 
 
 def run():

@@ -27,11 +27,11 @@ def define_flags():
 
 def main(argv):
     def body():
-        from darts_tf.rnn.evaluation_runner import evaluate_trained
+        from darts_tf.rnn.evaluate import evaluate
 
         if not common.given("model"):
             raise ValueError("--model is required: the model.keras written by darts-rnn-train or its output directory.")
-        result = evaluate_trained(FLAGS.model, data_dir=common.given("data_dir"))
+        result = evaluate(FLAGS.model, data_dir=common.given("data_dir"))
         print(f"valid perplexity {result['valid_ppl']:.2f}  test perplexity {result['test_ppl']:.2f}")
         print(json.dumps(result))
         if common.given("output_json"):

@@ -5,8 +5,8 @@
     darts-rnn-train --preset smoke --output_dir runs/smoke --export                         # offline, minutes
     darts-rnn-train --preset ptb --genotype runs/rnn_search/genotype.json ...              # a searched cell
 
-Every field of ``darts_tf.rnn.training.RNNTrainConfig`` is a flag; an unset flag keeps the preset's value. Writes
-the run directory of ``darts_tf.rnn.evaluation_runner`` (model.keras, vocab.txt, metrics.json, checkpoints,
+Every field of ``darts_tf.rnn.train.TrainConfig`` is a flag; an unset flag keeps the preset's value. Writes
+the run directory of ``darts_tf.rnn.train.train`` (model.keras, vocab.txt, metrics.json, checkpoints,
 tensorboard/, and with --export a SavedModel) and prints metrics.json.
 """
 
@@ -33,7 +33,7 @@ HELP = {
 
 
 def define_flags():
-    from darts_tf.rnn.training import RNN_PRESETS, RNNTrainConfig
+    from darts_tf.rnn.train import RNN_PRESETS, TrainConfig
 
     def define(kind, name, default, text):
         if name not in FLAGS:  # another script of this process may have defined it
@@ -47,9 +47,9 @@ def define_flags():
     define(flags.DEFINE_bool, "export", False, "Also write a SavedModel (token ids -> next-token log-probs) to "
            "output_dir/saved_model.")
     define(flags.DEFINE_integer, "verbose", 0, "fit progress: 0 silent, 1 progress bar, 2 one line per epoch.")
-    hints = typing.get_type_hints(RNNTrainConfig)
+    hints = typing.get_type_hints(TrainConfig)
     ptb = RNN_PRESETS["ptb"]
-    for field in dataclasses.fields(RNNTrainConfig):
+    for field in dataclasses.fields(TrainConfig):
         kind = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(hints[field.name], flags.DEFINE_string)
         text = HELP.get(field.name, field.name.replace("_", " ") + ".")
         define(kind, field.name, None, f"{text} Default: the preset's (ptb: {getattr(ptb, field.name)}).")
@@ -57,19 +57,19 @@ def define_flags():
 
 def config_from_flags():
     """The preset with the flags that were given on the command line."""
-    from darts_tf.rnn.training import RNNTrainConfig, get_preset
+    from darts_tf.rnn.train import TrainConfig, get_preset
 
-    overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(RNNTrainConfig) if FLAGS[f.name].present}
+    overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig) if FLAGS[f.name].present}
     return get_preset(FLAGS.preset, **overrides)
 
 
 def main(argv):
     def body():
-        from darts_tf.rnn.evaluation_runner import run_rnn_training
+        from darts_tf.rnn.train import train
 
         if not common.given("output_dir"):
             raise ValueError("--output_dir is required: the run directory for the model, vocabulary and metrics.")
-        metrics = run_rnn_training(config_from_flags(), FLAGS.output_dir, data_dir=common.given("data_dir"),
+        metrics = train(config_from_flags(), FLAGS.output_dir, data_dir=common.given("data_dir"),
                                    preset=FLAGS.preset, resume=bool(common.given("resume")), export=bool(common.given("export")),
                                    verbose=common.given("verbose") or 0)
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=1))

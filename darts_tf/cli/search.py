@@ -4,13 +4,14 @@
     darts-search --output_dir runs/rs --random_search_samples 24      # the random-search baseline
 
 Writes the genotype after every epoch, the final genotype/alphas, alpha history, TensorBoard logs and a
-checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.search_runner for the layout.
+checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.run_files for the layout.
 """
 
 from absl import flags
 
 from darts_tf.cli import common
-from darts_tf.search_runner import SearchConfig, run_cnn_search, run_random_search
+from darts_tf.cnn.search import SearchConfig, run_search
+from darts_tf.search import run_random_search
 
 common.define_flags_from_dataclass(SearchConfig, {
     "output_dir": "Directory for genotypes, alphas, TensorBoard logs and checkpoints (required).",
@@ -34,7 +35,7 @@ def main(argv):
             raise ValueError("--output_dir is required.")
         result = run_random_search(flags_.output_dir, "cnn", flags_.random_search_samples, flags_.seed)
     else:
-        result = run_cnn_search(common.config_from_flags(SearchConfig))
+        result = run_search(common.config_from_flags(SearchConfig))
     common.report_search(result)
 
 

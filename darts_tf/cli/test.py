@@ -33,10 +33,10 @@ def define_flags():
 
 
 def main(argv):
-    from darts_tf import training
+    from darts_tf.cnn.evaluate import evaluate
 
     def body():
-        result = training.evaluate_model(FLAGS.model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
+        result = evaluate(FLAGS.model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
                                          validation_portion=FLAGS.validation_portion, seed=FLAGS.seed,
                                          batch_size=FLAGS.batch_size, image_size=FLAGS.image_size)
         print(f"{result['split']} top-1 error: {100 * result['top1_error']:.2f}%  "

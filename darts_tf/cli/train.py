@@ -4,25 +4,24 @@
     python -m darts_tf.cli.train --genotype my_cell.json --validation_portion 0.2 --epochs 100 ...   # selection
     python -m darts_tf.cli.train --dataset digits --layers 3 --init_channels 8 --epochs 2 --cutout_length 0  # smoke
 
-Flags are the fields of `darts_tf.training.TrainConfig`; the script is thin: flags -> config -> validate ->
-flags written to output_dir/flags.txt -> `training.train`.
+Flags are the fields of `darts_tf.cnn.train.TrainConfig`; the script is thin: flags -> config -> validate ->
+flags written to output_dir/flags.txt -> `darts_tf.cnn.train.train`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable, Dict
 
 from absl import flags
 
 from darts_tf import checkpoint
 from darts_tf.cli import common
-from darts_tf.genotypes import atomic_write_text
+from darts_tf.io_utils import atomic_write_text
+from darts_tf.run_files import RunFiles
 
 FLAGS = flags.FLAGS
-FLAGS_FILE = "flags.txt"
 
 HELP: Dict[str, str] = {
     "genotype": "Published genotype name (DARTS_V2, DARTS_V1, NASNet, AmoebaNet, ...) or path of a genotype JSON file.",
@@ -61,7 +60,7 @@ def write_flags(output_dir: str, resume: bool) -> None:
     """Records the command line beside the outputs (not over another run's, which the library then refuses)."""
     if checkpoint.has_state(output_dir) and not resume:
         return
-    atomic_write_text(os.path.join(output_dir, FLAGS_FILE), FLAGS.flags_into_string())
+    atomic_write_text(RunFiles(output_dir).flags, FLAGS.flags_into_string())
 
 
 def run_training(argv, config_cls, train: Callable[[Any], Dict[str, Any]]) -> None:
@@ -78,14 +77,14 @@ def run_training(argv, config_cls, train: Callable[[Any], Dict[str, Any]]) -> No
 
 
 def main(argv):
-    from darts_tf import training
+    from darts_tf.cnn import train
 
-    run_training(argv, training.TrainConfig, training.train)
+    run_training(argv, train.TrainConfig, train.train)
 
 
 def run():
     """Console-script entry point (darts-train)."""
-    from darts_tf.training import TrainConfig
+    from darts_tf.cnn.train import TrainConfig
 
     common.start(main, lambda: define_config_flags(TrainConfig))
 

@@ -5,7 +5,7 @@ lr 0.1 x0.97 per epoch, label smoothing 0.1, wd 3e-5) or to another image datase
     python -m darts_tf.cli.train_imagenet --dataset /data/imagenet      # DIR/train/<class>/*, DIR/val/<class>/*
     python -m darts_tf.cli.train_imagenet --dataset imagenet_resized/32x32 --epochs 40 --output_dir runs/in32
 
-Flags are the fields of `darts_tf.training.ImageNetConfig`; reports top-1 / top-5 error on the held-out split.
+Flags are the fields of `darts_tf.cnn.train.ImageNetConfig`; reports top-1 / top-5 error on the held-out split.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from darts_tf.cli.train import define_config_flags, run_training
 
 
 def main(argv):
-    from darts_tf import training
+    from darts_tf.cnn import train
 
-    run_training(argv, training.ImageNetConfig, training.train_imagenet)
+    run_training(argv, train.ImageNetConfig, train.train_imagenet)
 
 
 def run():
     """Console-script entry point (darts-train-imagenet)."""
-    from darts_tf.training import ImageNetConfig
+    from darts_tf.cnn.train import ImageNetConfig
 
     common.start(main, lambda: define_config_flags(ImageNetConfig))
 

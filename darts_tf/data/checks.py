@@ -16,3 +16,11 @@ def check_epochs(initial_epoch: int, epochs: int) -> None:
 def check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; received batch_size={batch_size}.")
+
+
+def check_batch(batch_size: int, n: int, what: str, fix: str) -> None:
+    """A positive batch size no larger than the `n` examples of `what`; the error ends with `fix`."""
+    check_batch_size(batch_size)
+    if batch_size > n:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {what} ({n} examples); {fix}.")

@@ -175,6 +175,19 @@ def smoke_corpus(directory: str, max_train_tokens: int = 100_000,
     return os.fspath(directory)
 
 
+SMOKE = "smoke"  # the name of the offline corpus (a --dataset / --data_dir value)
+
+
+def load_corpus(data_dir: Optional[str], smoke_dir: str) -> Corpus:
+    """The corpus in `data_dir` (train/valid/test.txt); for ``'smoke'`` the offline corpus, written to `smoke_dir`
+    the first time."""
+    if data_dir == SMOKE:
+        if not all(os.path.isfile(os.path.join(smoke_dir, f)) for f in SPLIT_FILES):
+            smoke_corpus(smoke_dir)
+        return Corpus.from_directory(smoke_dir)
+    return Corpus.from_directory(data_dir)
+
+
 # --------------------------------------------------------------------------
 # Batching and BPTT windows
 # --------------------------------------------------------------------------

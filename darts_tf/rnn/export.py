@@ -64,7 +64,7 @@ class LanguageModelServing(tf.Module):
         return {LOG_PROBS_KEY: log_probs, HIDDEN_KEY: tf.cast(outputs["hidden"], tf.float32)}
 
 
-def export_language_model(model, export_dir: str, vocab: Sequence[str],
+def export_saved_model(model, export_dir: str, vocab: Sequence[str],
                           metadata: Optional[Dict[str, Any]] = None) -> str:
     """Writes the SavedModel, vocab.txt, genotype.json and metadata.json to `export_dir` atomically."""
     from darts_tf import genotypes as gt
@@ -148,5 +148,5 @@ class LanguageModelPredictor:
         return [(self.vocab[i], float(np.exp(last[i]))) for i in order]
 
 
-def load_language_model(export_dir: str) -> LanguageModelPredictor:
+def load_predictor(export_dir: str) -> LanguageModelPredictor:
     return LanguageModelPredictor(export_dir)

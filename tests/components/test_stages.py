@@ -117,7 +117,7 @@ def test_select_stops_on_a_corrupt_candidate_before_training(tmp_path, dataset, 
 
 
 def test_evaluate_reports_test_metrics_and_a_loadable_saved_model(root, dataset, derived):
-    from darts_tf.export import load_predictor
+    from darts_tf.cnn.export import load_predictor
 
     model, metrics = evaluate.run(dataset.path, derived[0].path, str(root / "evaluate" / "model"),
                                   str(root / "evaluate" / "metrics"), "cnn", {**TINY_TRAIN, "epochs": 2})

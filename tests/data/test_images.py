@@ -1,13 +1,10 @@
-"""Tests for darts_tf.data.images: datasets, augmentation, resumable pipelines."""
-
-import os
+"""Tests for darts_tf.data.images: in-memory datasets and resumable pipelines."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from darts_tf.data import images
+from darts_tf.data import augment, images
 
 
 class DartsTfTinyImages(tfds.core.GeneratorBasedBuilder):
@@ -129,63 +126,6 @@ def test_split_train_validation():
 # ---------------------------------------------------------------- augmentation
 
 
-def test_augment_cifar_is_a_shifted_crop_of_the_padded_image():
-    x = np.random.default_rng(1).integers(1, 256, (16, 16, 3), dtype=np.uint8)
-    padded = np.pad(x, [(2, 2), (2, 2), (0, 0)])
-    seen_flip = seen_plain = False
-    for s in range(12):
-        out = images.augment_cifar(x, tf.constant([s, 7]), crop_padding=2).numpy()
-        np.testing.assert_array_equal(
-            out, images.augment_cifar(x, tf.constant([s, 7]), crop_padding=2).numpy())
-        windows = [padded[i:i + 16, j:j + 16] for i in range(5) for j in range(5)]
-        if any(np.array_equal(out, w) for w in windows):
-            seen_plain = True
-        elif any(np.array_equal(out[:, ::-1], w) for w in windows):
-            seen_flip = True
-        else:
-            pytest.fail("augmented image is not a (flipped) crop of the padded image")
-    assert seen_flip and seen_plain
-    same = images.augment_cifar(x, tf.constant([0, 0]), crop_padding=0, flip=False)
-    np.testing.assert_array_equal(same.numpy(), x)
-    no_flip = [images.augment_cifar(x, tf.constant([s, 0]), crop_padding=0,
-                                    flip=False).numpy() for s in range(5)]
-    assert all(np.array_equal(o, x) for o in no_flip)
-
-
-def test_cutout_zeroes_a_clipped_square():
-    img = tf.ones([10, 10, 3])
-    sizes = set()
-    for s in range(30):
-        out = images.cutout(img, 4, tf.constant([s, 1])).numpy()
-        zero = out[..., 0] == 0
-        assert (out == 0).sum() == 3 * zero.sum()  # same square in every channel
-        rows, cols = np.nonzero(zero)
-        assert zero.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # a rectangle
-        assert np.ptp(rows) < 4 and np.ptp(cols) < 4
-        sizes.add(int(zero.sum()))
-    assert 16 in sizes and min(sizes) < 16  # full squares and clipped ones
-    np.testing.assert_array_equal(images.cutout(img, 0, tf.constant([0, 0])), img)
-
-
-def test_normalize_matches_numpy():
-    x = np.random.default_rng(2).integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    ref = (x / 255.0 - np.array(MEAN3)) / np.array(STD3)
-    out = images.normalize(x, MEAN3, STD3)
-    assert out.dtype == tf.float32
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-5)
-
-
-def test_augment_config():
-    cfg = images.AugmentConfig.for_image_size(8, flip=False)
-    assert cfg == images.AugmentConfig(crop_padding=1, flip=False, cutout_length=0)
-    assert images.AugmentConfig.for_image_size(32).crop_padding == 4
-    with pytest.raises(ValueError, match="cutout_length must be >= 0"):
-        images.AugmentConfig(cutout_length=-1)
-
-
-# ---------------------------------------------------------------- pipelines
-
-
 def _collect(ds):
     return [tuple(np.asarray(t) for t in b) for b in ds.as_numpy_iterator()]
 
@@ -196,7 +136,7 @@ def test_epoch_dataset_plain_is_ordered_normalised_data():
                                             std=STD3, shuffle=False))
     assert [len(b[1]) for b in batches] == [4, 4, 2]
     xs = np.concatenate([b[0] for b in batches])
-    np.testing.assert_allclose(xs, images.normalize(x, MEAN3, STD3).numpy(), atol=1e-6)
+    np.testing.assert_allclose(xs, augment.normalize(x, MEAN3, STD3).numpy(), atol=1e-6)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
     dropped = _collect(images.epoch_dataset(x, y, 4, seed=0, epoch=0, mean=MEAN3,
                                             std=STD3, drop_remainder=True))
@@ -277,76 +217,3 @@ def test_search_dataset_errors(kwargs, message):
 
 
 # ---------------------------------------------------------------- files
-
-
-def _write_image(path, seed, shape=(20, 24, 3), fmt="jpeg"):
-    img = tf.constant(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8))
-    data = tf.io.encode_jpeg(img) if fmt == "jpeg" else tf.io.encode_png(img)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tf.io.write_file(str(path), data)
-
-
-@pytest.fixture
-def image_folder(tmp_path):
-    root = tmp_path / "imagenet"
-    for split, n in (("train", 4), ("val", 2)):
-        for c, cls in enumerate(("n01", "n02", "n03")):
-            for i in range(n):
-                _write_image(root / split / cls / f"{i}.JPEG", 10 * c + i)
-    (root / "train" / "n01" / "notes.txt").write_text("not an image")
-    return root
-
-
-def test_imagenet_datasets_from_image_folder(image_folder):
-    data = images.imagenet_datasets(str(image_folder), image_size=16, batch_size=4,
-                                    seed=1, epochs=2)
-    assert data.num_classes == 3 and data.class_names == ("n01", "n02", "n03")
-    assert data.train_size == 12 and data.validation_size == 6
-    assert data.steps_per_epoch == 3
-    train = _collect(data.train)
-    assert len(train) == 6 and train[0][0].shape == (4, 16, 16, 3)
-    assert train[0][0].dtype == np.float32 and train[0][1].dtype == np.int64
-    assert sorted(np.concatenate([b[1] for b in train[:3]]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
-    val = _collect(data.validation)
-    assert [len(b[1]) for b in val] == [4, 2] and val[0][0].shape == (4, 16, 16, 3)
-    assert np.concatenate([b[1] for b in val]).tolist() == [0, 0, 1, 1, 2, 2]
-    resumed = images.imagenet_datasets(str(image_folder), image_size=16, batch_size=4,
-                                       seed=1, initial_epoch=1, epochs=2)
-    for a, b in zip(train[3:], _collect(resumed.train)):
-        np.testing.assert_array_equal(a[0], b[0])
-
-
-def test_eval_transform_resizes_shorter_side_and_centre_crops():
-    img = tf.reshape(tf.range(20 * 40, dtype=tf.float32), [20, 40, 1])
-    out = images.resize_shorter_and_center_crop(img, 20, 10)
-    np.testing.assert_array_equal(out.numpy(), img.numpy()[5:15, 15:25])
-
-
-def test_imagenet_folder_errors(image_folder, tmp_path):
-    import shutil
-    shutil.rmtree(image_folder / "val")
-    with pytest.raises(FileNotFoundError,
-                       match=r"Image folder '.*val' does not exist; expected layout: "
-                             r"DIR/train/<class>/\*\.JPEG and DIR/val/<class>/\*\.JPEG"):
-        images.imagenet_datasets(str(image_folder), image_size=16, batch_size=2)
-    with pytest.raises(FileNotFoundError, match="neither 'imagenet2012' nor an existing"):
-        images.imagenet_datasets(str(tmp_path / "missing"), image_size=16, batch_size=2)
-
-
-def test_load_image_files(tmp_path):
-    _write_image(tmp_path / "a.jpg", 0, shape=(8, 8, 3))
-    _write_image(tmp_path / "b.png", 1, shape=(12, 10, 3), fmt="png")
-    out = images.load_image_files([tmp_path / "a.jpg", tmp_path / "b.png"], image_size=8)
-    assert out.shape == (2, 8, 8, 3) and out.dtype == np.uint8
-    png = images.load_image_files([tmp_path / "b.png"])
-    expected = np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(png[0], expected)  # PNG is lossless
-    gray = images.load_image_files([tmp_path / "b.png"], channels=1)
-    assert gray.shape == (1, 12, 10, 1)
-    with pytest.raises(ValueError, match="different shapes.*pass image_size"):
-        images.load_image_files([tmp_path / "a.jpg", tmp_path / "b.png"])
-    (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"Could not decode image file '.*bad\.jpg'"):
-        images.load_image_files([tmp_path / "bad.jpg"])
-    with pytest.raises(FileNotFoundError, match=r"Image file '.*nope\.png' does not exist"):
-        images.load_image_files([tmp_path / "nope.png"])

@@ -27,7 +27,7 @@ def first_run(tmp_path_factory):
 
 
 def test_smoke_pipeline_produces_genotypes_pictures_metrics_and_a_saved_model(first_run):
-    from darts_tf.export import load_predictor
+    from darts_tf.cnn.export import load_predictor
 
     root, run_dir = first_run
     genotypes = sorted(glob.glob(os.path.join(run_dir, "for-loop-1-iteration-*", "derive", "genotype")))
@@ -82,7 +82,7 @@ def test_rnn_smoke_pipeline_end_to_end(tmp_path):
     """Search on the offline text corpus over 2 seeds, select, evaluate, transfer (about a minute)."""
     import keras
 
-    import darts_tf.rnn.training  # noqa: F401  (registers the RNN model's classes for loading)
+    import darts_tf.rnn.networks  # noqa: F401  (registers the RNN model's classes for loading)
 
     root = str(tmp_path)
     run_pipeline("rnn", root, presets.get_preset("rnn", "smoke"))

@@ -1,11 +1,13 @@
-"""Tests for darts_tf.rnn.cells: the derived and the search recurrent cell."""
+"""Tests for the recurrent cells (darts_tf.rnn.networks.DARTSCell, darts_tf.rnn.search_space.RNNSearchCell): the derived and the search recurrent cell."""
 
 import numpy as np
 import pytest
 
 
 from darts_tf.genotypes import RNN_GENOTYPES, RecurrentGenotype
-from darts_tf.rnn.cells import DARTSCell, RNNSearchCell, num_search_edges
+from darts_tf.rnn.networks import DARTSCell
+from darts_tf.rnn.ops import num_search_edges
+from darts_tf.rnn.search_space import RNNSearchCell
 
 ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
        "identity": lambda x: x}

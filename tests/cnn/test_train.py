@@ -1,4 +1,4 @@
-"""Architecture evaluation (darts_tf.training, darts-train, darts-test) on the offline `digits` data (8x8x1)."""
+"""Architecture evaluation (darts_tf.cnn.train, darts_tf.cnn.evaluate, darts-train, darts-test) on the offline `digits` data (8x8x1)."""
 
 import json
 import os
@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf import checkpoint
+from darts_tf import checkpoint, run_files
 from darts_tf import genotypes as gt
-from darts_tf import training
-from darts_tf.data import images
-from darts_tf.networks import NetworkCIFAR, set_drop_path_prob
+from darts_tf.cnn import evaluate
+from darts_tf.cnn import train as training
+from darts_tf.cnn.networks import NetworkCIFAR, set_drop_path_prob
+from darts_tf.data import augment, images
+from darts_tf.io_utils import save_model_atomic
 from tests.helpers import run_main_in_process, run_module
 
 
@@ -37,7 +39,7 @@ def tiny_model(drop_path_prob=0.0, C=4):
 
 
 def normalized(data, n):
-    return images.normalize(data.train_images[:n], data.mean, data.std).numpy(), data.train_labels[:n]
+    return augment.normalize(data.train_images[:n], data.mean, data.std).numpy(), data.train_labels[:n]
 
 
 def ce(y, logits):
@@ -92,7 +94,7 @@ def test_keras_save_and_reload_give_identical_outputs(digits, tmp_path):
     x, y = normalized(digits, 32)
     model.forward(x, training=True)  # moves BatchNorm statistics (auxiliary head's included) off their initial values
     path = str(tmp_path / "model.keras")
-    training.save_model_atomic(model, path)
+    save_model_atomic(model, path)
     assert os.listdir(tmp_path) == ["model.keras"]  # no temporary file left behind
     loaded = keras.models.load_model(path, compile=False)
     np.testing.assert_array_equal(model(x, training=False), loaded(x, training=False))
@@ -125,7 +127,7 @@ class KillInEpoch(keras.callbacks.Callback):
 
 
 def _state(directory):
-    with np.load(os.path.join(directory, checkpoint.STATE_FILE)) as data:
+    with np.load(os.path.join(directory, run_files.STATE)) as data:
         return {k: data[k] for k in data.files if k.startswith("v")}, json.loads(str(data["__meta__"]))
 
 
@@ -136,7 +138,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     with pytest.raises(_Killed):
         training.train(killed, callbacks=[KillInEpoch(1)])
     assert _state(killed.output_dir)[1]["epochs_done"] == 1
-    assert not os.path.exists(os.path.join(killed.output_dir, training.MODEL_FILE))
+    assert not os.path.exists(os.path.join(killed.output_dir, run_files.MODEL))
 
     with pytest.raises(ValueError, match="--resume"):  # a run directory is never overwritten by accident
         training.train(killed)
@@ -170,22 +172,22 @@ def test_darts_test_reports_the_accuracy_training_ended_with(tmp_path, capsys):
         "--dataset=digits", "--layers=3", "--init_channels=4", "--batch_size=32", "--epochs=1", "--cutout_length=2",
         "--validation_portion=0.2", "--seed=3", "--verbose=0", f"--output_dir={out}"], capsys)
     assert code == 0, err
-    for name in (training.MODEL_FILE, training.GENOTYPE_FILE, training.METRICS_FILE, training.DATA_INFO_FILE,
-                 "flags.txt", checkpoint.CONFIG_FILE):
+    for name in (run_files.MODEL, run_files.GENOTYPE, run_files.METRICS, run_files.DATA_INFO,
+                 "flags.txt", run_files.RUN_CONFIG):
         assert os.path.isfile(os.path.join(out, name)), name
     tags = set()
-    for path in tf.io.gfile.glob(os.path.join(out, training.TENSORBOARD_DIR, "train", "events.*")):
+    for path in tf.io.gfile.glob(os.path.join(out, run_files.TENSORBOARD, "train", "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     assert {"epoch_loss", "epoch_accuracy", "epoch_lr", "epoch_drop_path_prob"} <= tags, tags
-    with open(os.path.join(out, training.METRICS_FILE)) as f:
+    with open(os.path.join(out, run_files.METRICS)) as f:
         metrics = json.load(f)
     assert metrics["eval_split"] == "validation" and "test_top1_accuracy" not in metrics
     assert metrics["eval_examples"] == 1437 - int(np.floor(0.8 * 1437))
     assert metrics["epochs"] == 1 and metrics["params_M"] > 0 and metrics["wall_time_s"] > 0
-    assert gt.load_genotype_file(os.path.join(out, training.GENOTYPE_FILE), "cnn") == gt.CNN_GENOTYPES["DARTS_V2"]
+    assert gt.load_genotype_file(os.path.join(out, run_files.GENOTYPE), "cnn") == gt.CNN_GENOTYPES["DARTS_V2"]
 
-    proc = run_module("darts_tf.cli.test", f"--model={os.path.join(out, training.MODEL_FILE)}", "--split=validation")
+    proc = run_module("darts_tf.cli.test", f"--model={os.path.join(out, run_files.MODEL)}", "--split=validation")
     assert "validation top-1 error" in proc.stdout
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["num_examples"] == metrics["eval_examples"]
@@ -244,11 +246,11 @@ def test_impossible_values_are_refused(tmp_path, overrides, message):
 def test_evaluate_validation_split_needs_a_portion(tmp_path, digits):
     model = tiny_model()
     path = str(tmp_path / "model.keras")
-    training.save_model_atomic(model, path)
+    save_model_atomic(model, path)
     with pytest.raises(ValueError, match="split='validation' needs a validation_portion"):
-        training.evaluate_model(path, dataset="digits", split="validation")
+        evaluate.evaluate(path, dataset="digits", split="validation")
     with pytest.raises(ValueError, match=r"split must be 'test' or 'validation'"):
-        training.evaluate_model(path, dataset="digits", split="train")
+        evaluate.evaluate(path, dataset="digits", split="train")
 
 
 # ----------------------------------------------------------------------------------------------------------

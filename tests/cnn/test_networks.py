@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from darts_tf import genotypes as gt
-from darts_tf.networks import (NetworkCIFAR, NetworkImageNet, build_network, count_multiply_adds,
+from darts_tf.cnn.networks import (NetworkCIFAR, NetworkImageNet, build_network, count_multiply_adds,
                                count_parameters)
-from darts_tf.search_space import build_cnn_search_network
+from darts_tf.cnn.search_space import build_cnn_search_network
 
 
 @pytest.mark.parametrize("name, C, exact, paper_millions", [

@@ -1,4 +1,4 @@
-"""Tests for darts_tf.rnn.search_runner: the RNN search end to end on a small real corpus.
+"""Tests for darts_tf.rnn.search: the RNN search end to end on a small real corpus.
 
 That the three architecture-gradient modes agree (exact vs finite-difference cosine > 0.99, first order apart) is
 tested on the supernet itself in tests/rnn/test_models.py (test_exact_and_finite_difference_alpha_gradients_agree,
@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from darts_tf import genotypes as gt
 from darts_tf.data.text import Corpus, batchify, smoke_corpus
-from darts_tf.rnn.search_runner import RNNSearchConfig, build_rnn_search_model, rnn_search_dataset, run_rnn_search
-from darts_tf.search_runner import SearchOutputs
+from darts_tf.rnn.search import SearchConfig, build_search_model, rnn_search_dataset, run_search
+from darts_tf.run_files import RunFiles
 
 
 def write_small_corpus(directory, full_dir, lines=(300, 60, 60)):
@@ -41,7 +41,7 @@ def tiny_config(output_dir, corpus_dir, **overrides):
     values = dict(output_dir=str(output_dir), dataset="small", data_dir=corpus_dir, units=16, nodes=4, batch_size=8,
                   bptt=10, max_seq_len_delta=5, epochs=2, seed=0)
     values.update(overrides)
-    return RNNSearchConfig(**values)
+    return SearchConfig(**values)
 
 
 def test_search_dataset_has_equal_epochs_and_no_empty_windows(corpus_dir, tmp_path):
@@ -64,7 +64,7 @@ def test_weight_step_runs_at_the_window_scaled_learning_rate(corpus_dir, tmp_pat
     corpus = Corpus.from_directory(corpus_dir)
     dataset, _ = rnn_search_dataset(batchify(corpus.train, 8), batchify(corpus.valid, 8), config)
     batch = next(iter(dataset))
-    model = build_rnn_search_model(config, corpus.vocab_size)
+    model = build_search_model(config, corpus.vocab_size)
     logs = model.train_step(batch)
     seq_len = int(batch["train"]["seq_len"])
     assert float(logs["lr"]) == pytest.approx(2.0 * seq_len / 10)
@@ -75,9 +75,9 @@ def test_weight_step_runs_at_the_window_scaled_learning_rate(corpus_dir, tmp_pat
                                        pytest.param("second_order_exact", marks=pytest.mark.slow)])
 def test_search_changes_alpha_and_writes_genotypes_and_tensorboard(corpus_dir, tmp_path, arch_mode):
     config = tiny_config(tmp_path / "search", corpus_dir, arch_mode=arch_mode)
-    initial = build_rnn_search_model(config, Corpus.from_directory(corpus_dir).vocab_size).alphas_numpy()
-    result = run_rnn_search(config, verbose=0)
-    out = SearchOutputs(config.output_dir)
+    initial = build_search_model(config, Corpus.from_directory(corpus_dir).vocab_size).alphas_numpy()
+    result = run_search(config, verbose=0)
+    out = RunFiles(config.output_dir)
 
     final = result["alphas"]["alpha_recurrent"]
     assert final.shape == (1 + 2 + 3 + 4, 5)
@@ -112,11 +112,11 @@ def test_search_changes_alpha_and_writes_genotypes_and_tensorboard(corpus_dir, t
 ])
 def test_bad_config_is_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        run_rnn_search(tiny_config(**{"output_dir": str(tmp_path), "corpus_dir": "unused", **overrides}))
+        run_search(tiny_config(**{"output_dir": str(tmp_path), "corpus_dir": "unused", **overrides}))
 
 
 def test_missing_corpus_file_is_named(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.txt").write_text("a b c\n")
     with pytest.raises(FileNotFoundError, match="Missing corpus file .*valid.txt"):
-        run_rnn_search(tiny_config(tmp_path / "out", str(tmp_path / "data")))
+        run_search(tiny_config(tmp_path / "out", str(tmp_path / "data")))

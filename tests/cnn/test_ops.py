@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from darts_tf import genotypes as gt
-from darts_tf.ops import OPS, FactorizedReduce, ReLUConvBN, make_op
-from darts_tf.search_space import MixedOp
+from darts_tf.cnn.ops import OPS, FactorizedReduce, ReLUConvBN, make_op
+from darts_tf.cnn.search_space import MixedOp
 
 ALL_OPS = list(gt.CNN_PRIMITIVES + gt.CNN_EXTRA_OPS)
 
@@ -96,7 +96,8 @@ def test_moments_have_the_exact_variance_hessian_and_batch_norm_uses_them():
     2/N I, which made the exact architecture gradient of the RNN search ~10% wrong. The float64 BatchNorm (no fused
     kernel) must match the fused float32 one in second derivatives too."""
     import tensorflow as tf
-    from darts_tf.ops import FusedBatchNorm, moments
+    from darts_tf.cnn.ops import FusedBatchNorm
+    from darts_tf.numerics import moments
 
     x = tf.constant(np.random.RandomState(0).randn(5, 3))
     with tf.GradientTape() as outer:
@@ -126,6 +127,6 @@ def test_moments_have_the_exact_variance_hessian_and_batch_norm_uses_them():
 
 
 def test_fused_batch_norm_is_registered_for_saved_models():
-    from darts_tf.ops import FusedBatchNorm
+    from darts_tf.cnn.ops import FusedBatchNorm
 
     assert keras.saving.get_registered_object("darts_tf>FusedBatchNorm") is FusedBatchNorm

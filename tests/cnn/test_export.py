@@ -1,4 +1,4 @@
-"""SavedModel export (darts_tf.export, darts-export, darts-predict) of a tiny network on `digits` (8x8x1)."""
+"""SavedModel export (darts_tf.cnn.export, darts-export, darts-predict) of a tiny network on `digits` (8x8x1)."""
 
 import json
 import os
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf import export
 from darts_tf import genotypes as gt
-from darts_tf import training
-from darts_tf.data import images
-from darts_tf.networks import NetworkCIFAR
+from darts_tf import run_files
+from darts_tf.cnn import export
+from darts_tf.cnn.networks import NetworkCIFAR
+from darts_tf.data import augment, images
+from darts_tf.io_utils import save_model_atomic
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
@@ -32,7 +33,7 @@ def trained(digits):
     keras.utils.set_random_seed(0)
     model = NetworkCIFAR("DARTS_V1", C=4, num_classes=10, num_layers=3, auxiliary=True, drop_path_prob=0.3, seed=0)
     model.build((None, 8, 8, 1))
-    x = images.normalize(digits.train_images[:64], digits.mean, digits.std).numpy()
+    x = augment.normalize(digits.train_images[:64], digits.mean, digits.std).numpy()
     for _ in range(2):
         model.forward(x, training=True)
     return model
@@ -47,7 +48,7 @@ def exported(trained, digits, tmp_path_factory):
 
 
 def keras_probabilities(model, data, raw):
-    logits = model(images.normalize(raw, data.mean, data.std), training=False)
+    logits = model(augment.normalize(raw, data.mean, data.std), training=False)
     return tf.nn.softmax(logits).numpy()
 
 
@@ -127,13 +128,13 @@ def test_missing_export_dir_is_a_clear_error(tmp_path):
 
 def test_darts_export_and_darts_predict(trained, digits, tmp_path):
     run = tmp_path / "run"
-    training.save_model_atomic(trained, str(run / training.MODEL_FILE))
-    (run / training.DATA_INFO_FILE).write_text(json.dumps(
+    save_model_atomic(trained, str(run / run_files.MODEL))
+    (run / run_files.DATA_INFO).write_text(json.dumps(
         {"image_shape": [8, 8, 1], "mean": list(digits.mean), "std": list(digits.std), "class_names": CLASS_NAMES}))
     proc = subprocess.run([sys.executable, "-m", "darts_tf.cli.export", f"--model={run}"], env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    export_dir = run / training.SAVED_MODEL_DIR
+    export_dir = run / run_files.SAVED_MODEL
     assert (export_dir / "saved_model.pb").is_file()
 
     paths = []

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from darts_tf import genotypes as gt
-from darts_tf.search_runner import SearchConfig, StopAfterEpochs, run_cnn_search
+from darts_tf.cnn.search import SearchConfig, run_search
+from darts_tf.search import StopAfterEpochs
 
 TINY = dict(dataset="digits", batch_size=32, epochs=2, init_channels=4, layers=3, nodes=2,
             primitives="none,max_pool_3x3,skip_connect,sep_conv_3x3", train_portion=0.5, seed=3,
@@ -20,7 +21,7 @@ TINY = dict(dataset="digits", batch_size=32, epochs=2, init_channels=4, layers=3
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("search") / "full")
-    result = run_cnn_search(SearchConfig(output_dir=out, **TINY), verbose=0)
+    result = run_search(SearchConfig(output_dir=out, **TINY), verbose=0)
     return out, result
 
 
@@ -54,10 +55,10 @@ def test_two_epoch_search_changes_alpha_lowers_val_loss_and_writes_outputs(full_
 def test_killed_search_resumes_to_the_same_alphas(full_run, tmp_path):
     out_full, _ = full_run
     out = str(tmp_path / "resumed")
-    first = run_cnn_search(SearchConfig(output_dir=out, **TINY), callbacks=[StopAfterEpochs(1)], verbose=0)
+    first = run_search(SearchConfig(output_dir=out, **TINY), callbacks=[StopAfterEpochs(1)], verbose=0)
     assert first["metrics"]["epochs_done"] == 1
     assert not os.path.exists(os.path.join(out, "genotype.json"))  # an unfinished search publishes no genotype
-    run_cnn_search(SearchConfig(output_dir=out, resume=True, **TINY), verbose=0)
+    run_search(SearchConfig(output_dir=out, resume=True, **TINY), verbose=0)
     with np.load(os.path.join(out_full, "alphas.npz")) as a, np.load(os.path.join(out, "alphas.npz")) as b:
         for k in a.files:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
@@ -67,13 +68,13 @@ def test_killed_search_resumes_to_the_same_alphas(full_run, tmp_path):
 
 def test_search_is_bit_reproducible_in_a_process_that_built_other_layers(tmp_path):
     """Layer names (numbered per process) reach Grappler's sum order; each run starts a fresh Keras session."""
-    from darts_tf.search_space import MixedOp
+    from darts_tf.cnn.search_space import MixedOp
 
     one_epoch = {**TINY, "epochs": 1}
     alphas = []
     for name in ("a", "b"):
         MixedOp(4, 1)  # shifts Keras' layer-name counters, as any model built earlier in the process does
-        run_cnn_search(SearchConfig(output_dir=str(tmp_path / name), **one_epoch), verbose=0)
+        run_search(SearchConfig(output_dir=str(tmp_path / name), **one_epoch), verbose=0)
         with np.load(str(tmp_path / name / "alphas.npz")) as a:
             alphas.append(dict(a))
     for k in alphas[0]:
@@ -92,15 +93,15 @@ def test_search_is_bit_reproducible_in_a_process_that_built_other_layers(tmp_pat
 ])
 def test_bad_input_gets_a_clear_error(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        run_cnn_search(SearchConfig(output_dir=str(tmp_path / "x"), **{**TINY, **overrides}), verbose=0)
+        run_search(SearchConfig(output_dir=str(tmp_path / "x"), **{**TINY, **overrides}), verbose=0)
 
 
 def test_output_dir_of_another_run_is_refused(full_run):
     out, _ = full_run
     with pytest.raises(ValueError, match=r"holds another run's checkpoint with different flags \(init_channels: checkpoint has 4, now 6\)"):
-        run_cnn_search(SearchConfig(output_dir=out, resume=True, **{**TINY, "init_channels": 6}), verbose=0)
+        run_search(SearchConfig(output_dir=out, resume=True, **{**TINY, "init_channels": 6}), verbose=0)
     with pytest.raises(ValueError, match="already holds a run's checkpoint. Pass --resume"):
-        run_cnn_search(SearchConfig(output_dir=out, **TINY), verbose=0)
+        run_search(SearchConfig(output_dir=out, **TINY), verbose=0)
 
 
 def test_cli_reports_bad_flags_in_one_line(tmp_path):
@@ -111,7 +112,7 @@ def test_cli_reports_bad_flags_in_one_line(tmp_path):
 
 
 def test_random_search_baseline_writes_the_same_format(tmp_path):
-    from darts_tf.search_runner import run_random_search
+    from darts_tf.search import run_random_search
     result = run_random_search(str(tmp_path), "cnn", num_samples=3, seed=1)
     assert len(result["samples"]) == 3
     samples = [gt.load_genotype_file(p) for p in result["samples"]]
@@ -137,11 +138,11 @@ def test_darts_derive_rederives_the_search_genotype_and_draws_it(full_run, tmp_p
 @pytest.mark.parametrize("recompute", [True, False])
 def test_exact_recompute_reaches_the_cnn_and_rnn_search_models(recompute):
     """--exact_recompute / --noexact_recompute (darts-search, darts-rnn-search) sets the models' exact-mode strategy."""
-    from darts_tf.rnn.search_runner import RNNSearchConfig, build_rnn_search_model
-    from darts_tf.search_runner import build_cnn_search_model
+    from darts_tf.rnn import search as rnn_search
+    from darts_tf.cnn.search import build_search_model
 
-    cnn = build_cnn_search_model(SearchConfig(output_dir="unused", layers=3, init_channels=2, nodes=1,
+    cnn = build_search_model(SearchConfig(output_dir="unused", layers=3, init_channels=2, nodes=1,
                                               arch_mode="second_order_exact", exact_recompute=recompute), (8, 8, 3), 10, 1)
-    rnn = build_rnn_search_model(RNNSearchConfig(output_dir="unused", units=4, nodes=1, arch_mode="second_order_exact",
+    rnn = rnn_search.build_search_model(rnn_search.SearchConfig(output_dir="unused", units=4, nodes=1, arch_mode="second_order_exact",
                                                  exact_recompute=recompute), 20)
     assert cnn.exact_recompute is recompute and rnn.exact_recompute is recompute

@@ -12,9 +12,10 @@ import tensorflow as tf
 from darts_tf import genotypes as gt
 from darts_tf.cli import rnn_test as test_cli
 from darts_tf.cli import rnn_train as train_cli
-from darts_tf.rnn.evaluation_runner import RNNRunOutputs, load_trained_model
+from darts_tf.rnn.evaluate import load_model
+from darts_tf.run_files import RunFiles
 from tests.helpers import ENV, run_main_in_process, run_module
-from tests.rnn.test_rnn_search_runner import write_small_corpus
+from tests.rnn.test_search import write_small_corpus
 
 TINY = ["--preset=smoke", "--units=16", "--epochs=2", "--batch_size=8", "--eval_batch_size=5", "--test_batch_size=3"]
 
@@ -48,7 +49,7 @@ def trained_run(corpus_dir, tmp_path_factory):
 
 
 def test_train_writes_the_run_and_test_reports_the_same_perplexity(trained_run):
-    outputs = RNNRunOutputs(trained_run)
+    outputs = RunFiles(trained_run)
     for path in (outputs.model, outputs.vocab, outputs.genotype, outputs.metrics, outputs.run_config,
                  outputs.best_weights):
         assert os.path.isfile(path), path
@@ -74,8 +75,8 @@ def test_train_writes_the_run_and_test_reports_the_same_perplexity(trained_run):
 _RELOAD = """
 import json, sys
 import numpy as np
-from darts_tf.rnn.export import load_language_model
-p = load_language_model(sys.argv[1])
+from darts_tf.rnn.export import load_predictor
+p = load_predictor(sys.argv[1])
 tokens = np.load(sys.argv[2])
 lp, h = p.log_probs(tokens)
 lp2, h2 = p.log_probs(tokens, hidden=h)
@@ -85,8 +86,8 @@ print(json.dumps({"vocab": len(p.vocab), "next": p.next_words(p.vocab[:3], k=2)}
 
 
 def test_exported_saved_model_matches_the_keras_model_in_a_fresh_process(trained_run, tmp_path):
-    outputs = RNNRunOutputs(trained_run)
-    model = load_trained_model(trained_run)
+    outputs = RunFiles(trained_run)
+    model = load_model(trained_run)
     tokens = np.random.default_rng(0).integers(0, model.vocab_size, (3, 7)).astype(np.int32)
     np.save(tmp_path / "tokens.npy", tokens)
     proc = subprocess.run([sys.executable, "-c", _RELOAD, outputs.saved_model, str(tmp_path / "tokens.npy"),

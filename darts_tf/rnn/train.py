@@ -7,6 +7,18 @@ from then on validation and the best-model file use the average of the iterates.
 Keras callbacks (TensorBoard, ...) work; the whole state (weights, optimizer with its ASGD averages, seed-generator
 states, epoch, validation history) is written atomically every epoch by ``darts_tf.checkpoint`` and a killed run
 resumes from it.
+
+``train(config, output_dir, data_dir)`` is the whole run: it writes the run directory (``darts_tf.run_files``)::
+
+    run_config.json      preset, data_dir and every TrainConfig field (a resume with other flags is refused)
+    training_state.npz   the whole training state every epoch (darts_tf.checkpoint; --resume continues it)
+    best.weights.h5      the weights with the best validation perplexity so far (ASGD averages once switched)
+    model.keras          the final model: the best weights, reloadable with keras.models.load_model
+    vocab.txt            the corpus vocabulary (token id = line number)
+    genotype.json        the cell
+    metrics.json         valid/test perplexity of model.keras, per-epoch history, parameters, wall time
+    tensorboard/         per-epoch loss / val_loss / val_ppl / asgd
+    saved_model/         with export=True: darts_tf.rnn.export's SavedModel (token ids -> next-token log-probs)
 """
 
 from __future__ import annotations
@@ -15,23 +27,27 @@ import contextlib
 import dataclasses
 import math
 import os
+import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from darts_tf import checkpoint
-from darts_tf.data.text import batchify, lm_dataset
+from darts_tf import genotypes as gt
 from darts_tf.bilevel import TRAIN
-from darts_tf.rnn.models import RNNModel, masked_cross_entropy
-
-BEST_WEIGHTS_FILE = "best.weights.h5"
+from darts_tf.data.text import SMOKE, batchify, lm_dataset, load_corpus
+from darts_tf.io_utils import save_model_atomic, save_weights_atomic, write_json
+from darts_tf.rnn.evaluate import corpus_perplexities, evaluate_loss
+from darts_tf.rnn.networks import RNNModel
+from darts_tf.run_files import RunFiles
 
 
 # ----------------------------------------------------------------------------------------------- presets
 @dataclasses.dataclass(frozen=True)
-class RNNTrainConfig:
+class TrainConfig:
     """The evaluation run's settings; defaults are PTB (paper A.2.2, reference train.py with dropoute 0.1)."""
 
     units: int = 850  # embedding = hidden size
@@ -63,37 +79,37 @@ class RNNTrainConfig:
                              f"max_seq_len_delta={self.max_seq_len_delta}")
 
 
-RNN_PRESETS: Dict[str, RNNTrainConfig] = {}
+RNN_PRESETS: Dict[str, TrainConfig] = {}
 
 
-def register_preset(name: str, config: RNNTrainConfig) -> RNNTrainConfig:
+def register_preset(name: str, config: TrainConfig) -> TrainConfig:
     if name in RNN_PRESETS:
         raise ValueError(f"RNN preset {name!r} is already registered.")
     RNN_PRESETS[name] = config
     return config
 
 
-def get_preset(name: str, **overrides) -> RNNTrainConfig:
+def get_preset(name: str, **overrides) -> TrainConfig:
     """A registered preset, optionally with some fields replaced."""
     if name not in RNN_PRESETS:
         raise ValueError(f"Unknown RNN preset {name!r}. Known presets: {', '.join(sorted(RNN_PRESETS))}.")
     return dataclasses.replace(RNN_PRESETS[name], **overrides)
 
 
-register_preset("ptb", RNNTrainConfig())
-register_preset("wikitext2", RNNTrainConfig(units=700, weight_decay=5e-7, dropouth=0.15))  # paper A.2.4
-register_preset("smoke", RNNTrainConfig(units=64, batch_size=16, eval_batch_size=10, test_batch_size=10, bptt=20,
+register_preset("ptb", TrainConfig())
+register_preset("wikitext2", TrainConfig(units=700, weight_decay=5e-7, dropouth=0.15))  # paper A.2.4
+register_preset("smoke", TrainConfig(units=64, batch_size=16, eval_batch_size=10, test_batch_size=10, bptt=20,
                                         max_seq_len_delta=10, epochs=2, dropout=0.2, dropouth=0.1, dropoutx=0.2,
                                         dropouti=0.1, dropoute=0.0))
 
 
-def build_model(config: RNNTrainConfig, vocab_size: int) -> RNNModel:
+def build_model(config: TrainConfig, vocab_size: int) -> RNNModel:
     return RNNModel(vocab_size, units=config.units, genotype=config.genotype, dropout=config.dropout,
                     dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
                     dropoute=config.dropoute, seed=config.seed)
 
 
-def compile_model(model: RNNModel, config: RNNTrainConfig, jit_compile: Any = False) -> RNNModel:
+def compile_model(model: RNNModel, config: TrainConfig, jit_compile: Any = False) -> RNNModel:
     model.compile(optimizer=AveragedSGD(config.learning_rate), grad_clip=config.grad_clip,
                   weight_decay=config.weight_decay, bptt=config.bptt, tar_beta=config.tar_beta,
                   jit_compile=jit_compile)
@@ -185,38 +201,6 @@ def should_switch_to_asgd(val_losses: Sequence[float], nonmono: int = 5) -> bool
     return current > min(old)
 
 
-# ----------------------------------------------------------------------------------------------- evaluation
-def _eval_function(model: RNNModel):
-    fn = getattr(model, "_darts_eval_window", None)
-    if fn is None:
-        @tf.function
-        def fn(window, hidden):
-            outputs = model({"tokens": window["inputs"], "mask": window["mask"], "hidden": hidden}, training=False)
-            total, count = masked_cross_entropy(window["targets"], outputs["logits"], window["mask"])
-            return total, count, outputs["hidden"]
-
-        object.__setattr__(model, "_darts_eval_window", fn)
-    return fn
-
-
-def evaluate_loss(model: RNNModel, batched_ids: np.ndarray, bptt: int) -> float:
-    """Mean token cross-entropy over ``batched_ids`` [batch, n_steps] in fixed bptt windows, hidden carried."""
-    dataset, _ = lm_dataset(batched_ids, bptt, variable_length=False, max_seq_len_delta=0)
-    fn = _eval_function(model)
-    hidden = tf.zeros([batched_ids.shape[0], model.units])
-    total, count = 0.0, 0.0
-    for window in dataset:
-        t, c, hidden = fn({k: window[k] for k in ("inputs", "targets", "mask")}, hidden)
-        total += float(t)
-        count += float(c)
-    return total / max(count, 1.0)
-
-
-def evaluate_perplexity(model: RNNModel, batched_ids: np.ndarray, bptt: int) -> float:
-    """exp(mean token cross-entropy) with fixed windows (the reference's ``evaluate``)."""
-    return math.exp(evaluate_loss(model, batched_ids, bptt))
-
-
 # ----------------------------------------------------------------------------------------------- training
 class ValidationAndASGD(keras.callbacks.Callback):
     """After every epoch: validation loss (with the averages once ASGD is on), best-model weights, ASGD trigger.
@@ -240,7 +224,7 @@ class ValidationAndASGD(keras.callbacks.Callback):
             if val_loss < self.best_val_loss:
                 self.best_val_loss = val_loss
                 if self.output_dir:
-                    save_weights_atomically(self.model, os.path.join(self.output_dir, BEST_WEIGHTS_FILE))
+                    save_weights_atomic(self.model, RunFiles(self.output_dir).best_weights)
         if not averaged:
             if should_switch_to_asgd(self.val_losses + [val_loss], self.nonmono):
                 optimizer.start_averaging()
@@ -256,15 +240,6 @@ class ValidationAndASGD(keras.callbacks.Callback):
         return {"val_losses": self.val_losses, "best_val_loss": self.best_val_loss}
 
 
-def save_weights_atomically(model: keras.Model, path: str) -> None:
-    """``model.save_weights`` to a temporary file in the same directory, then an atomic rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-
-
 @dataclasses.dataclass
 class RNNTrainResult:
     epochs_done: int
@@ -277,7 +252,7 @@ class RNNTrainResult:
         return math.exp(self.best_val_loss)
 
 
-def train(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: RNNTrainConfig,
+def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: TrainConfig,
           output_dir: Optional[str] = None, epochs: Optional[int] = None, resume: bool = False,
           callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int = 0) -> RNNTrainResult:
     """Trains a compiled ``RNNModel`` on the id streams ``train_ids`` / ``valid_ids`` (1-D, e.g. ``Corpus.train``).
@@ -291,7 +266,7 @@ def train(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config:
     valid_batched = batchify(valid_ids, config.eval_batch_size)
     if not isinstance(getattr(model, "optimizer", None), AveragedSGD):
         raise ValueError("Compile the model with an AveragedSGD optimizer first (the ASGD switch needs it): "
-                         "darts_tf.rnn.training.compile_model(model, config).")
+                         "darts_tf.rnn.train.compile_model(model, config).")
     meta: Dict[str, Any] = {"epochs_done": 0, "val_losses": [], "best_val_loss": float("inf")}
     if resume and output_dir and checkpoint.has_state(output_dir):
         meta.update(checkpoint.restore_state(output_dir, model, [model.optimizer]))
@@ -308,8 +283,66 @@ def train(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config:
         dataset, steps = lm_dataset(train_batched, config.bptt, seed=config.seed, initial_epoch=initial_epoch,
                                     epochs=epochs, max_seq_len_delta=config.max_seq_len_delta)
         model.carried.reset(TRAIN, batch_size=config.batch_size)
-        fit = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                        callbacks=all_callbacks, verbose=verbose)
-        history = {k: [float(x) for x in v] for k, v in fit.history.items()}
+        fitted = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                           callbacks=all_callbacks, verbose=verbose)
+        history = {k: [float(x) for x in v] for k, v in fitted.history.items()}
     return RNNTrainResult(epochs_done=max(epochs, initial_epoch), val_losses=list(validation.val_losses),
                           best_val_loss=validation.best_val_loss, history=history)
+
+
+# ----------------------------------------------------------------------------------------------- the run
+def resolve_rnn_genotype(text: str) -> gt.RecurrentGenotype:
+    """A published RNN genotype name (DARTS_V1, DARTS_V2, ENAS), a genotype JSON file, or inline JSON text."""
+    if not isinstance(text, str) or not text.strip():
+        raise gt.GenotypeError(f"genotype must be a published RNN genotype name ({', '.join(sorted(gt.RNN_GENOTYPES))}),"
+                               f" a genotype JSON file or inline JSON. Received: {text!r}")
+    if text.lstrip().startswith("{"):
+        return gt.genotype_from_json(text, kind="rnn")
+    return gt.resolve_genotype(text, kind="rnn")
+
+
+def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, preset: str = "",
+          resume: bool = False, export: bool = False, callbacks: Sequence[keras.callbacks.Callback] = (),
+          verbose: int = 0) -> Dict[str, Any]:
+    """Trains ``RNNModel(config.genotype)`` on the corpus in `data_dir` and writes the run directory; returns
+    metrics.json (valid/test perplexity of the best-validation weights, history, parameters)."""
+    if not output_dir:
+        raise ValueError("output_dir is required: the run directory for the model, vocabulary, metrics and checkpoints.")
+    if not data_dir:
+        if preset != SMOKE:
+            raise ValueError("data_dir is required: a directory with train.txt, valid.txt and test.txt (PTB / "
+                             f"WikiText-2 layout), or '{SMOKE}' for the offline corpus.")
+        data_dir = SMOKE
+    genotype = resolve_rnn_genotype(config.genotype)
+    outputs = RunFiles(output_dir)
+    run_config = {"preset": preset, "data_dir": data_dir, **dataclasses.asdict(config)}
+    checkpoint.check_run_config(output_dir, run_config, resume, ignore=("resume", "epochs", "export", "verbose"))
+    corpus = load_corpus(data_dir, outputs.smoke_corpus)
+    gt.save_genotype(genotype, outputs.genotype, {"source": config.genotype})
+    corpus.save_vocab(outputs.vocab)
+
+    checkpoint.start_run(config.seed)
+    model = compile_model(build_model(dataclasses.replace(config, genotype=outputs.genotype), corpus.vocab_size), config)
+    params = int(sum(v.numpy().size for v in model.trainable_variables))
+    logging.info("RNN %s: %.2fM parameters, vocabulary %d, %d train tokens.", config.genotype, params / 1e6,
+                 corpus.vocab_size, len(corpus.train))
+    start = time.time()
+    board = keras.callbacks.TensorBoard(outputs.tensorboard, write_graph=False)
+    result = fit(model, corpus.train, corpus.valid, config, output_dir, resume=resume,
+                 callbacks=[board, *callbacks], verbose=verbose)
+    if os.path.isfile(outputs.best_weights):
+        model.load_weights(outputs.best_weights)
+    ppl = corpus_perplexities(model, corpus, config)
+    save_model_atomic(model, outputs.model)
+    metrics = {**ppl, "best_val_loss": result.best_val_loss, "best_val_ppl": result.best_val_ppl,
+               "epochs_done": result.epochs_done, "history": result.history, "val_losses": result.val_losses,
+               "params": params, "params_M": params / 1e6, "vocab_size": corpus.vocab_size,
+               "genotype": config.genotype, "preset": preset, "data_dir": data_dir, "wall_time_s": time.time() - start}
+    if export:
+        from darts_tf.rnn.export import export_saved_model
+
+        export_saved_model(model, outputs.saved_model, corpus.vocab, metadata={
+            k: metrics[k] for k in ("valid_ppl", "test_ppl", "genotype", "preset", "data_dir", "params")})
+    write_json(outputs.metrics, metrics)
+    logging.info("valid perplexity %.2f, test perplexity %.2f", ppl["valid_ppl"], ppl["test_ppl"])
+    return metrics

@@ -9,7 +9,7 @@ A run's output directory (this module is its one writer; readers use the constan
     data_info.json                        image shape, normalisation, class names (what export needs)
     metrics.json                          final train loss/accuracy, eval top-1/top-5, params, epochs, wall time
     tensorboard/                          TensorBoard logs (incl. learning rate and drop-path probability)
-    saved_model/                          with `export=True` (darts_tf.export)
+    saved_model/                          with `export=True` (darts_tf.cnn.export)
 
 `validation_portion` > 0 carves a validation split off the training set and reports accuracy on it, never
 touching the test set: the paper's short-training selection of the best of several searched cells (sect. 3.2).
@@ -18,7 +18,6 @@ touching the test set: the paper's short-training selection of the best of sever
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Dict, Optional, Sequence
@@ -27,19 +26,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from darts_tf.io_utils import write_json
+from darts_tf.io_utils import save_model_atomic, write_json
+from darts_tf.run_files import RunFiles
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
-from darts_tf.data import images
-from darts_tf.networks import NetworkCIFAR, NetworkImageNet, count_parameters, set_drop_path_prob
+from darts_tf.data import images, imagenet
+from darts_tf.cnn.networks import NetworkCIFAR, NetworkImageNet, count_parameters, set_drop_path_prob
 from darts_tf.schedules import EpochCosineDecay, EpochExponentialDecay
-
-MODEL_FILE = "model.keras"
-GENOTYPE_FILE = "genotype.json"
-DATA_INFO_FILE = "data_info.json"
-METRICS_FILE = "metrics.json"
-TENSORBOARD_DIR = "tensorboard"
-SAVED_MODEL_DIR = "saved_model"
 
 STRATEGIES = ("auto", "mirrored", "default")
 NETWORKS = ("auto", "cifar", "imagenet")
@@ -211,7 +204,7 @@ def _class_names(dataset: str, data_dir: Optional[str], num_classes: int) -> tup
     return tuple(str(i) for i in range(num_classes))
 
 
-def _eval_arrays(data: images.ImageData, split: str, validation_portion: float, seed: int):
+def eval_arrays(data: images.ImageData, split: str, validation_portion: float, seed: int):
     """(train_x, train_y, eval_x, eval_y): the validation split is carved from train exactly as in training."""
     if split == "test":
         return data.train_images, data.train_labels, data.test_images, data.test_labels
@@ -226,7 +219,7 @@ def _eval_arrays(data: images.ImageData, split: str, validation_portion: float, 
 def _in_memory_source(data: images.ImageData, dataset: str, data_dir: Optional[str], batch_size: int, epochs: int,
                       seed: int, validation_portion: float, augment: images.AugmentConfig) -> _DataSource:
     split = "validation" if validation_portion > 0 else "test"
-    x_tr, y_tr, x_ev, y_ev = _eval_arrays(data, split, validation_portion, seed)
+    x_tr, y_tr, x_ev, y_ev = eval_arrays(data, split, validation_portion, seed)
     side = min(data.image_shape[:2])
     if augment.cutout_length >= side:
         raise ValueError(f"cutout_length={augment.cutout_length} is not smaller than the {side}x{side} images of {dataset!r}: "
@@ -253,7 +246,7 @@ def _in_memory_source(data: images.ImageData, dataset: str, data_dir: Optional[s
 
 def _streamed_source(cfg: ImageNetConfig) -> _DataSource:
     def load(initial_epoch):
-        return images.imagenet_datasets(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
+        return imagenet.imagenet_datasets(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
                                         seed=cfg.seed, initial_epoch=initial_epoch, epochs=cfg.epochs)
 
     first = load(0)
@@ -312,19 +305,6 @@ class EpochScalars(keras.callbacks.Callback):
             self.last_logs = {k: float(v) for k, v in logs.items()}
 
 
-def save_model_atomic(model: keras.Model, path: str) -> None:
-    """model.save to a temporary `.keras` name in the same directory, then rename: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 @dataclasses.dataclass
 class _RunSpec:
     config: Any
@@ -337,6 +317,7 @@ class _RunSpec:
 
 def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[str, Any]:
     cfg, source, out = spec.config, spec.source, spec.config.output_dir
+    files = RunFiles(out)
     checkpoint.check_run_config(out, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
     checkpoint.start_run(cfg.seed)
     strategy = make_strategy(cfg.strategy)
@@ -374,7 +355,7 @@ def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[
                   validation_freq=max(cfg.eval_every, 1), verbose=cfg.verbose, shuffle=False,
                   callbacks=[DropPathSchedule(cfg.drop_path_prob, cfg.epochs), scalars,
                              checkpoint.EpochCheckpoint(out, extra_fn=extra),
-                             keras.callbacks.TensorBoard(os.path.join(out, TENSORBOARD_DIR), write_graph=False),
+                             keras.callbacks.TensorBoard(files.tensorboard, write_graph=False),
                              *callbacks])
     final = model.evaluate(source.eval_fn(), return_dict=True, verbose=0)
     wall = wall_before + time.time() - start
@@ -389,17 +370,17 @@ def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[
         "eval_examples": source.eval_size, "params_M": params / 1e6, "epochs": cfg.epochs,
         "wall_time_s": wall, "genotype": cfg.genotype, "dataset": cfg.dataset,
     }
-    save_model_atomic(model, os.path.join(out, MODEL_FILE))
-    gt.save_genotype(spec.genotype, os.path.join(out, GENOTYPE_FILE), metadata={"source": cfg.genotype})
-    write_json(os.path.join(out, DATA_INFO_FILE), {**source.info(), "dataset": cfg.dataset})
+    save_model_atomic(model, files.model)
+    gt.save_genotype(spec.genotype, files.genotype, metadata={"source": cfg.genotype})
+    write_json(files.data_info, {**source.info(), "dataset": cfg.dataset})
     if cfg.export:
-        from darts_tf.export import export_saved_model
+        from darts_tf.cnn.export import export_saved_model
 
-        export_saved_model(model, os.path.join(out, SAVED_MODEL_DIR), source.mean, source.std,
+        export_saved_model(model, files.saved_model, source.mean, source.std,
                            class_names=source.class_names, image_shape=source.image_shape,
                            metadata={"dataset": cfg.dataset, "genotype": cfg.genotype, **{k: metrics[k] for k in (
                                f"{split}_top1_accuracy", f"{split}_top5_accuracy", "params_M", "epochs")}})
-    write_json(os.path.join(out, METRICS_FILE), metrics)
+    write_json(files.metrics, metrics)
     logging.info("%s top-1 error %.2f%%, top-5 error %.2f%% (%d examples); %.2fM params; %.0f s.", split,
                  100 * metrics[f"{split}_top1_error"], 100 * metrics[f"{split}_top5_error"], source.eval_size,
                  metrics["params_M"], wall)
@@ -450,81 +431,3 @@ def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.C
         return EpochExponentialDecay(config.learning_rate, config.learning_rate_decay, steps)
 
     return _run(_RunSpec(config, genotype, source, make_model, make_schedule, config.label_smoothing), callbacks)
-
-
-# --------------------------------------------------------------------------------------
-# Evaluating a saved model (darts-test)
-
-
-def read_run_config(model_path: str) -> Dict[str, Any]:
-    """The flags of the run that wrote `model_path` (run_config.json beside it), or {}."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), checkpoint.CONFIG_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
-def read_data_info(model_path: str) -> Dict[str, Any]:
-    """data_info.json beside `model_path` (image shape, mean/std, class names), or {}."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), DATA_INFO_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
-def load_model(model_path: str) -> keras.Model:
-    """A trained network from `model.keras` (or a run directory holding one), compiled for evaluation."""
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, MODEL_FILE)
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"Model file {model_path!r} does not exist; pass the model.keras written by darts-train "
-                                f"(or its output directory).")
-    model = keras.models.load_model(model_path, compile=False)
-    model.compile(optimizer="sgd")
-    return model
-
-
-def model_image_shape(model: keras.Model) -> Optional[tuple]:
-    shape = (model.get_build_config() or {}).get("input_shape")
-    return tuple(shape[1:]) if shape else None
-
-
-def evaluate_model(model_path: str, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-                   split: str = "test", validation_portion: Optional[float] = None, seed: Optional[int] = None,
-                   batch_size: Optional[int] = None, image_size: Optional[int] = None) -> Dict[str, Any]:
-    """Top-1/top-5 accuracy and error of a saved model on the test split, or on the validation split carved from
-    train with the training run's seed and portion. Unset arguments come from the run's run_config.json."""
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, MODEL_FILE)
-    if split not in ("test", "validation"):
-        raise ValueError(f"split must be 'test' or 'validation'. Received: split={split!r}")
-    run = read_run_config(model_path)
-    dataset = dataset or run.get("dataset")
-    if not dataset:
-        raise ValueError(f"No dataset given and no {checkpoint.CONFIG_FILE} beside {model_path!r}; pass --dataset.")
-    data_dir = data_dir if data_dir is not None else run.get("data_dir")
-    seed = int(seed if seed is not None else run.get("seed", 0))
-    portion = float(validation_portion if validation_portion is not None else run.get("validation_portion", 0.0))
-    batch_size = int(batch_size or run.get("batch_size", 96))
-    model = load_model(model_path)
-    expected = model_image_shape(model)
-
-    if is_streamed_dataset(dataset):
-        size = int(image_size or run.get("image_size", 224))
-        data = images.imagenet_datasets(dataset, data_dir, image_size=size, batch_size=batch_size, seed=seed)
-        eval_ds, n, split, shape = data.validation, data.validation_size, "validation", (size, size, 3)
-    else:
-        data = images.load_image_data(dataset, data_dir)
-        _, _, x_ev, y_ev = _eval_arrays(data, split, portion, seed)
-        eval_ds = images.epoch_dataset(x_ev, y_ev, min(batch_size, len(x_ev)), seed=seed, epoch=0, mean=data.mean,
-                                       std=data.std, shuffle=False, augment=None, drop_remainder=False)
-        n, shape = len(x_ev), data.image_shape
-    if expected is not None and tuple(expected) != tuple(shape):
-        raise ValueError(f"The model expects images of shape {tuple(expected)} but dataset {dataset!r} has {tuple(shape)}; "
-                         f"pass the dataset the model was trained on.")
-    result = model.evaluate(eval_ds, return_dict=True, verbose=0)
-    top1, top5 = float(result["accuracy"]), float(result["top5_accuracy"])
-    return {"split": split, "dataset": dataset, "num_examples": n, "loss": float(result["loss"]),
-            "top1_accuracy": top1, "top5_accuracy": top5, "top1_error": 1.0 - top1, "top5_error": 1.0 - top5}

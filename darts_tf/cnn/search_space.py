@@ -12,7 +12,8 @@ from keras import layers, ops
 
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import BilevelSearchModel
-from darts_tf.ops import FactorizedReduce, ReLUConvBN, at_least_float32, batch_norm, make_op
+from darts_tf.cnn.ops import FactorizedReduce, ReLUConvBN, batch_norm, make_op
+from darts_tf.numerics import at_least_float32
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")

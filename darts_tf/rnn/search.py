@@ -1,8 +1,8 @@
 """The recurrent-cell architecture search of the paper (A.1.2, reference ``rnn/train_search.py``) end to end.
 
-``run_rnn_search(RNNSearchConfig(...))`` loads a word-level corpus, builds ``RNNSearchNetwork`` and hands it to the
-shared ``darts_tf.search_runner.run_bilevel_search`` (per-epoch genotypes, alpha history, metrics, TensorBoard,
-checkpoint/resume: the output layout is ``SearchOutputs``'s), plus ``vocab.txt`` of the corpus.
+``run_search(SearchConfig(...))`` loads a word-level corpus, builds ``RNNSearchNetwork`` and hands it to the
+shared ``darts_tf.search.run_bilevel_search`` (per-epoch genotypes, alpha history, metrics, TensorBoard,
+checkpoint/resume: the output layout is ``darts_tf.run_files``'s), plus ``vocab.txt`` of the corpus.
 
 Windows: the train stream is cut into the reference's variable-length BPTT windows; epochs differ in their number of
 windows, and ``lm_search_dataset`` pads them with empty windows. The search never sees those: every epoch keeps its
@@ -13,7 +13,6 @@ step ever runs on an empty window and the epochs of a resumed run are those of a
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
@@ -23,18 +22,15 @@ from absl import logging
 
 from darts_tf import checkpoint
 from darts_tf.bilevel import check_arch_mode
-from darts_tf.data.text import Corpus, batchify, bptt_windows, lm_search_dataset, smoke_corpus
+from darts_tf.data.text import SMOKE, Corpus, batchify, bptt_windows, load_corpus, lm_search_dataset
 from darts_tf.genotypes import RNN_STEPS
-from darts_tf.rnn.models import RNNSearchNetwork
-from darts_tf.search_runner import run_bilevel_search
-
-SMOKE_DATASET = "smoke"
-VOCAB_FILE = "vocab.txt"
-SMOKE_CORPUS_DIR = "smoke_corpus"
+from darts_tf.rnn.search_space import RNNSearchNetwork
+from darts_tf.run_files import RunFiles
+from darts_tf.search import run_bilevel_search
 
 
 @dataclasses.dataclass
-class RNNSearchConfig:
+class SearchConfig:
     """The PTB search of the paper (A.1.2); defaults are the reference's rnn/train_search.py."""
 
     output_dir: str = ""
@@ -67,13 +63,13 @@ class RNNSearchConfig:
     deterministic: bool = False
     resume: bool = False
 
-    def validate(self) -> "RNNSearchConfig":
+    def validate(self) -> "SearchConfig":
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
         check_arch_mode(self.arch_mode)
-        if self.dataset != SMOKE_DATASET and not self.data_dir:
+        if self.dataset != SMOKE and not self.data_dir:
             raise ValueError(f"--data_dir is required for dataset {self.dataset!r}: a directory with train.txt, "
-                             f"valid.txt and test.txt (PTB / WikiText-2 layout); or pass --dataset={SMOKE_DATASET}.")
+                             f"valid.txt and test.txt (PTB / WikiText-2 layout); or pass --dataset={SMOKE}.")
         for name in ("units", "nodes", "batch_size", "bptt", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1. Received: {name}={getattr(self, name)}")
@@ -93,14 +89,11 @@ class RNNSearchConfig:
         return dataclasses.asdict(self)
 
 
-def load_search_corpus(config: RNNSearchConfig) -> Corpus:
-    """The corpus of ``config.data_dir``; for 'smoke', the offline corpus (written to data_dir or output_dir)."""
-    if config.dataset == SMOKE_DATASET:
-        directory = config.data_dir or os.path.join(config.output_dir, SMOKE_CORPUS_DIR)
-        if not all(os.path.isfile(os.path.join(directory, f)) for f in ("train.txt", "valid.txt", "test.txt")):
-            smoke_corpus(directory)
-        return Corpus.from_directory(directory)
-    return Corpus.from_directory(config.data_dir)
+def load_search_corpus(config: SearchConfig) -> Corpus:
+    """The corpus of ``config.data_dir``; for 'smoke', the offline corpus (written to data_dir or the run directory)."""
+    if config.dataset == SMOKE:
+        return load_corpus(SMOKE, config.data_dir or RunFiles(config.output_dir).smoke_corpus)
+    return load_corpus(config.data_dir, "")
 
 
 def search_windows_per_epoch(n_steps: int, bptt: int, seed: int, epochs: int, max_seq_len_delta: int) -> Tuple[int, int]:
@@ -109,7 +102,7 @@ def search_windows_per_epoch(n_steps: int, bptt: int, seed: int, epochs: int, ma
     return min(counts), max(counts)
 
 
-def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, config: RNNSearchConfig,
+def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, config: SearchConfig,
                        initial_epoch: int = 0) -> Tuple[tf.data.Dataset, int]:
     """``lm_search_dataset`` for epochs initial_epoch..epochs-1 with each epoch cut to the same number of real
     windows (no empty padding windows); returns (dataset, steps_per_epoch)."""
@@ -123,7 +116,7 @@ def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, con
     return dataset.prefetch(tf.data.AUTOTUNE), keep
 
 
-def build_rnn_search_model(config: RNNSearchConfig, vocab_size: int) -> RNNSearchNetwork:
+def build_search_model(config: SearchConfig, vocab_size: int) -> RNNSearchNetwork:
     """The compiled supernet: SGD lr 20 without momentum for w (window-scaled), Adam for alpha."""
     model = RNNSearchNetwork(vocab_size, units=config.units, steps=config.nodes, dropout=config.dropout,
                              dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
@@ -140,11 +133,11 @@ def build_rnn_search_model(config: RNNSearchConfig, vocab_size: int) -> RNNSearc
     return model
 
 
-def run_rnn_search(config: RNNSearchConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
+def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
                    verbose="auto", corpus: Optional[Corpus] = None,
                    extra_flags: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """DARTS for a recurrent cell: returns {'genotype', 'genotype_path', 'metrics', 'alphas', ...}; writes
-    ``darts_tf.search_runner.SearchOutputs`` and ``vocab.txt`` to ``config.output_dir``.
+    the search files of ``darts_tf.run_files.RunFiles`` and ``vocab.txt`` to ``config.output_dir``.
 
     `corpus` is used instead of loading ``config.data_dir`` when given (the pipeline's ingested copy);
     `extra_flags` are recorded with the run's flags (e.g. the dataset hash).
@@ -157,8 +150,8 @@ def run_rnn_search(config: RNNSearchConfig, callbacks: Sequence[keras.callbacks.
     train_batched = batchify(corpus.train, config.batch_size)
     valid_batched = batchify(corpus.valid, config.batch_size)
     _, steps = rnn_search_dataset(train_batched, valid_batched, config)
-    model = build_rnn_search_model(config, corpus.vocab_size)
-    corpus.save_vocab(os.path.join(config.output_dir, VOCAB_FILE))
+    model = build_search_model(config, corpus.vocab_size)
+    corpus.save_vocab(RunFiles(config.output_dir).vocab)
     logging.info("RNN search: %s, vocabulary %d, %d train tokens, %d windows/epoch, mode %s", config.dataset,
                  corpus.vocab_size, len(corpus.train), steps, config.arch_mode)
 

@@ -1,4 +1,4 @@
-"""Tests for darts_tf.rnn.training: ASGD trigger and averaging, the train step, presets, resume, and learning a
+"""Tests for darts_tf.rnn.train: ASGD trigger and averaging, the train step, presets, resume, and learning a
 known Markov chain."""
 
 import math
@@ -12,10 +12,11 @@ import keras
 
 from darts_tf import checkpoint
 from darts_tf.data.text import batchify
-from darts_tf.rnn.models import RNNModel
-from darts_tf.rnn.training import (BEST_WEIGHTS_FILE, RNN_PRESETS, AveragedSGD, RNNTrainConfig, averaged_weights,
-                                   build_model, compile_model, evaluate_perplexity, get_preset,
-                                   should_switch_to_asgd, train)
+from darts_tf.rnn.evaluate import evaluate_perplexity
+from darts_tf.rnn.networks import RNNModel
+from darts_tf.run_files import BEST_WEIGHTS
+from darts_tf.rnn.train import (RNN_PRESETS, AveragedSGD, TrainConfig, averaged_weights, build_model, compile_model, fit,
+                                 get_preset, should_switch_to_asgd)
 
 
 # ----------------------------------------------------------------------------------------------- ASGD trigger
@@ -139,7 +140,7 @@ def test_presets():
     with pytest.raises(ValueError, match="Known presets: .*ptb.*wikitext2"):
         get_preset("penn")
     with pytest.raises(ValueError, match="batch_size"):
-        RNNTrainConfig(batch_size=0)
+        TrainConfig(batch_size=0)
 
 
 # ----------------------------------------------------------------------------------------------- end to end
@@ -168,7 +169,7 @@ def sample_chain(P, n, rng):
     return out
 
 
-MARKOV_CONFIG = RNNTrainConfig(units=32, batch_size=32, eval_batch_size=10, test_batch_size=10, bptt=20,
+MARKOV_CONFIG = TrainConfig(units=32, batch_size=32, eval_batch_size=10, test_batch_size=10, bptt=20,
                                max_seq_len_delta=10, epochs=8, nonmono=1, dropout=0.0, dropouth=0.0, dropoutx=0.0,
                                dropouti=0.0, dropoute=0.0, seed=0)
 
@@ -185,7 +186,7 @@ def test_learns_a_markov_chain_to_its_entropy_rate(tmp_path):
     keras.utils.set_random_seed(0)
     model = compile_model(build_model(MARKOV_CONFIG, len(P)), MARKOV_CONFIG)
     start = time.time()
-    result = train(model, train_ids, valid_ids, MARKOV_CONFIG, output_dir=str(tmp_path))
+    result = fit(model, train_ids, valid_ids, MARKOV_CONFIG, output_dir=str(tmp_path))
     elapsed = time.time() - start
     with averaged_weights(model) as averaged:
         test_ppl = evaluate_perplexity(model, batchify(test_ids, MARKOV_CONFIG.test_batch_size), MARKOV_CONFIG.bptt)
@@ -194,17 +195,17 @@ def test_learns_a_markov_chain_to_its_entropy_rate(tmp_path):
     assert abs(test_ppl - true_ppl) / true_ppl < 0.10
     assert test_ppl < unigram_ppl / 4
     assert averaged and result.history["asgd"][-1] == 1.0
-    assert os.path.isfile(tmp_path / BEST_WEIGHTS_FILE) and checkpoint.has_state(str(tmp_path))
+    assert os.path.isfile(tmp_path / BEST_WEIGHTS) and checkpoint.has_state(str(tmp_path))
     assert result.best_val_ppl < 1.1 * true_ppl
 
 
 def test_killed_run_resumes_from_the_epoch_checkpoint(tmp_path):
-    config = RNNTrainConfig(units=8, batch_size=8, eval_batch_size=4, bptt=8, max_seq_len_delta=4, epochs=2,
+    config = TrainConfig(units=8, batch_size=8, eval_batch_size=4, bptt=8, max_seq_len_delta=4, epochs=2,
                             nonmono=0, dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, dropoute=0.1, seed=5)
     rng = np.random.default_rng(0)
     train_ids, valid_ids = rng.integers(0, 10, 1200).astype("int32"), rng.integers(0, 10, 300).astype("int32")
     first = compile_model(build_model(config, 10), config)
-    done = train(first, train_ids, valid_ids, config, output_dir=str(tmp_path))
+    done = fit(first, train_ids, valid_ids, config, output_dir=str(tmp_path))
     assert done.epochs_done == 2 and len(done.val_losses) == 2
     # a new process: fresh model, restore, continue to epoch 3
     second = compile_model(build_model(config, 10), config)
@@ -213,6 +214,6 @@ def test_killed_run_resumes_from_the_epoch_checkpoint(tmp_path):
     for a, b in zip(first.variables + first.optimizer.variables, second.variables + second.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     third = compile_model(build_model(config, 10), config)
-    resumed = train(third, train_ids, valid_ids, config, output_dir=str(tmp_path), epochs=3, resume=True)
+    resumed = fit(third, train_ids, valid_ids, config, output_dir=str(tmp_path), epochs=3, resume=True)
     assert resumed.epochs_done == 3 and len(resumed.history["loss"]) == 1
     assert int(third.optimizer.iterations.numpy()) > int(first.optimizer.iterations.numpy())

@@ -12,6 +12,19 @@ and node i (i >= 1) reads a predecessor state s_j through its own linear map W_i
 incoming edges, BatchNorm without affine on every node); ``DARTSCell`` is the discrete cell of a
 ``RecurrentGenotype``. Both run the time loop as one ``tf.while_loop`` over ``TensorArray``s with a fixed length and
 honour a step mask: where ``mask == 0`` (padding) the hidden state is carried unchanged.
+
+The building blocks of the recurrent search space and of the derived cell (``darts_tf.rnn.search_space``,
+``darts_tf.rnn.networks``): node 0 and the time loop (``RecurrentCellBase``), the tied embedding, locked dropout,
+the hidden state carried across windows, the losses, and the language-model forward pass both networks share::
+
+    tokens -> embedding (token dropout `dropoute`) -> locked dropout `dropouti` -> cell -> locked dropout `dropout`
+           -> tied decoder (logits = h E^T + b)
+
+``call({'tokens' [B, T] int, 'mask' [B, T] (optional), 'hidden' [B, nhid] (optional)}, training)`` returns
+``{'logits' [B, T, V], 'hidden' [B, nhid], 'rnn_outputs' [B, T, nhid]}`` and is a pure function of its inputs and
+variables (``stateless_call`` evaluates it at other weights for the unrolled architecture gradient). The hidden
+state carried from one BPTT window to the next lives outside the saved model (``CarriedHiddenState``) and is reset
+where a window starts at column 0 (the start of an epoch in ``darts_tf.data.text``).
 """
 
 from __future__ import annotations
@@ -22,12 +35,15 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from darts_tf.ops import moments as bn_moments
-from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, genotype_from_dict, resolve_genotype
+from darts_tf.bilevel import TRAIN, VALIDATION
+from darts_tf.genotypes import RNN_STEPS, RecurrentGenotype, genotype_from_dict, resolve_genotype
+from darts_tf.numerics import at_least_float32
 
 INIT_RANGE = 0.04  # the reference's uniform(-0.04, 0.04) initialisation of every recurrent matrix
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm1d defaults, as the reference search cell
 BN_MOMENTUM = 0.1
+EVAL = "eval"
+
 
 ACTIVATIONS: Dict[str, Callable[[Any], Any]] = {
     "tanh": ops.tanh,
@@ -54,7 +70,7 @@ def as_recurrent_genotype(genotype: Union[str, Dict[str, Any], RecurrentGenotype
                      f"Received: genotype={genotype!r}")
 
 
-def _check_rate(name: str, rate: float) -> float:
+def check_rate(name: str, rate: float) -> float:
     rate = float(rate)
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"{name} is a dropout rate in [0, 1). Received: {name}={rate}")
@@ -129,8 +145,8 @@ class RecurrentCellBase(keras.layers.Layer):
         if int(units) <= 0:
             raise ValueError(f"units must be a positive integer. Received: units={units}")
         self.units = int(units)
-        self.dropoutx = _check_rate("dropoutx", dropoutx)
-        self.dropouth = _check_rate("dropouth", dropouth)
+        self.dropoutx = check_rate("dropoutx", dropoutx)
+        self.dropouth = check_rate("dropouth", dropouth)
         self.init_range = float(init_range)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -205,133 +221,149 @@ class RecurrentCellBase(keras.layers.Layer):
         return config
 
 
-class DARTSCell(RecurrentCellBase):
-    """The derived recurrent cell of a ``RecurrentGenotype``: one W_i per node, no BatchNorm; output = mean of the
-    ``genotype.concat`` states (paper fig. 4 / A.2.2)."""
 
-    def __init__(self, units: int, genotype: Union[str, Dict[str, Any], RecurrentGenotype] = "DARTS_V2",
-                 dropoutx: float = 0.0, dropouth: float = 0.0, init_range: float = INIT_RANGE,
-                 seed: Optional[int] = None, skip_padding: bool = True, **kwargs):
-        super().__init__(units, dropoutx=dropoutx, dropouth=dropouth, init_range=init_range, seed=seed,
-                         skip_padding=skip_padding, **kwargs)
-        self.genotype = as_recurrent_genotype(genotype)
-
-    @property
-    def num_nodes(self) -> int:
-        return self.genotype.steps
-
-    def _nodes(self, s0, h_mask, training, **cell_args):
-        states = [s0]
-        for kernel, (activation, pred) in zip(self.node_kernels, self.genotype.recurrent):
-            states.append(self._node_update(states[pred], kernel, h_mask, activation))
-        return ops.mean(ops.stack([states[i] for i in self.genotype.concat], axis=0), axis=0), ()
-
-    def get_config(self):
-        config = super().get_config()
-        config["genotype"] = self.genotype.to_dict()
-        return config
+# ----------------------------------------------------------------------------------------------- losses
+def masked_cross_entropy(targets, logits, mask):
+    """(sum of token cross-entropies over real positions, number of real positions); mask 1 = real, 0 = padding."""
+    ce = ops.sparse_categorical_crossentropy(ops.cast(targets, "int32"), at_least_float32(logits),
+                                             from_logits=True)
+    mask = ops.cast(mask, ce.dtype)
+    return ops.sum(ce * mask), ops.sum(mask)
 
 
-class RNNSearchCell(RecurrentCellBase):
-    """The continuous relaxation of the recurrent cell (paper eq. 2 with A.1.2's sharing).
+def masked_mean_cross_entropy(targets, logits, mask):
+    """Mean token cross-entropy over real positions (0 for a window with none)."""
+    total, count = masked_cross_entropy(targets, logits, mask)
+    return total / ops.maximum(count, 1.0)
 
-    Node i (1..steps) has one W_i shared by all its predecessors j < i; edge (j -> i) contributes
-    ``sum_k softmax(alpha[e])_k * (s_j + c_j (f_k(h_j) - s_j))`` with 'none' contributing 0. BatchNorm without affine
-    is applied to s0 and to every node (as the reference, one set of statistics for all of them: batch statistics
-    in training; in inference the moving averages, updated once per call with the mean batch moments of the
-    sequence). Output = mean of the ``steps`` intermediate nodes. ``call(..., alpha=[num_search_edges(steps), 5])``.
+
+def temporal_activation_penalty(rnn_outputs, mask):
+    """TAR (Merity et al. 2018): mean of (h_t - h_{t-1})^2 over consecutive real positions and units."""
+    mask = ops.cast(mask, rnn_outputs.dtype)
+    pair = mask[:, 1:] * mask[:, :-1]
+    diff = ops.square(rnn_outputs[:, 1:] - rnn_outputs[:, :-1])
+    units = ops.cast(ops.shape(rnn_outputs)[-1], rnn_outputs.dtype)
+    return ops.sum(diff * pair[..., None]) / ops.maximum(ops.sum(pair) * units, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------- layers
+@keras.saving.register_keras_serializable(package="darts_tf")
+class TiedEmbedding(keras.layers.Layer):
+    """One matrix E [V, D] for the word lookup and the decoder, logits = h E^T + b (weight tying).
+
+    ``call`` applies embedding (token) dropout as awd-lstm-lm's ``embedded_dropout``: whole word types are dropped
+    with probability ``token_dropout`` for the batch and the rest scaled by 1 / (1 - p); the decoder uses E unmasked.
     """
 
-    def __init__(self, units: int, steps: int = RNN_STEPS, dropoutx: float = 0.0, dropouth: float = 0.0,
-                 init_range: float = INIT_RANGE, primitives: Sequence[str] = RNN_PRIMITIVES,
-                 seed: Optional[int] = None, skip_padding: bool = True, **kwargs):
-        super().__init__(units, dropoutx=dropoutx, dropouth=dropouth, init_range=init_range, seed=seed,
-                         skip_padding=skip_padding, **kwargs)
-        if int(steps) <= 0:
-            raise ValueError(f"steps must be a positive integer. Received: steps={steps}")
-        self.steps = int(steps)
-        unknown = [p for p in primitives if p != "none" and p not in ACTIVATIONS]
-        if unknown:
-            raise ValueError(f"Unknown recurrent primitives {unknown}; known: none, {', '.join(ACTIVATIONS)}. "
-                             f"Received: primitives={list(primitives)}")
-        self.primitives = tuple(primitives)
+    def __init__(self, vocab_size: int, output_dim: int, token_dropout: float = 0.0, init_range: float = INIT_RANGE,
+                 seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        if int(vocab_size) < 2 or int(output_dim) < 1:
+            raise ValueError(f"vocab_size must be >= 2 and output_dim >= 1. Received: vocab_size={vocab_size}, "
+                             f"output_dim={output_dim}")
+        self.vocab_size, self.output_dim = int(vocab_size), int(output_dim)
+        self.token_dropout = check_rate("token_dropout", token_dropout)
+        self.init_range = float(init_range)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    @property
-    def num_nodes(self) -> int:
-        return self.steps
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(shape=(self.vocab_size, self.output_dim), name="embeddings",
+                                          initializer=keras.initializers.RandomUniform(-self.init_range, self.init_range,
+                                                                                       seed=self.seed))
+        self.bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="decoder_bias")
 
-    @property
-    def num_edges(self) -> int:
-        return num_search_edges(self.steps)
+    def call(self, tokens, training=False):
+        table = self.embeddings
+        if training and self.token_dropout > 0:
+            table = table * variational_mask((self.vocab_size, 1), self.token_dropout, self.seed_generator, table.dtype)
+        return ops.take(table, ops.cast(tokens, "int32"), axis=0)
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.moving_mean = self.add_weight(shape=(self.units,), initializer="zeros", trainable=False,
-                                           name="moving_mean")
-        self.moving_variance = self.add_weight(shape=(self.units,), initializer="ones", trainable=False,
-                                               name="moving_variance")
+    def decode(self, x):
+        return ops.matmul(x, ops.transpose(self.embeddings)) + self.bias
 
-    def _initial_aux(self, training):
-        if not training:
-            return ()
-        zeros = ops.zeros((self.units,), dtype=self.variable_dtype)
-        return zeros, zeros
-
-    def _batch_norm(self, s, training, moments):
-        if training:
-            mean, var = bn_moments(s, axes=[0])  # exact second derivatives (the exact architecture gradient)
-            moments.append((mean, var))
-        else:
-            mean, var = self.moving_mean, self.moving_variance
-        return (s - mean) * ops.rsqrt(var + BN_EPSILON)
-
-    def _nodes(self, s0, h_mask, training, alpha=None):
-        if alpha is None:
-            raise ValueError("RNNSearchCell needs the architecture weights: call(..., alpha=<[edges, ops] tensor>).")
-        probs = ops.softmax(ops.cast(alpha, s0.dtype), axis=-1)
-        op_index = [k for k, name in enumerate(self.primitives) if name != "none"]
-        # a constant mask rather than a gather along axis 1, whose second-order gradient XLA cannot compile in the loop
-        not_none = ops.convert_to_tensor([float(name != "none") for name in self.primitives], dtype=probs.dtype)
-        moments = []
-        states = [self._batch_norm(s0, training, moments)]
-        offset = 0
-        for i, kernel in enumerate(self.node_kernels):
-            n = i + 1
-            prev = ops.stack(states, axis=0)  # [n, B, H]
-            inp = prev if h_mask is None else prev * h_mask[None]
-            # [n, B, H] x [H, 2H] as one 2-D matmul: an einsum becomes a broadcasting BatchMatMul whose second-order
-            # gradient (exact mode) needs run-time shapes that XLA cannot compile inside the time loop
-            mapped = ops.reshape(ops.matmul(ops.reshape(inp, (-1, self.units)), kernel), (n, -1, 2 * self.units))
-            c, h = ops.split(mapped, 2, axis=-1)
-            c = ops.sigmoid(c)
-            p = probs[offset:offset + n]  # [n, ops]
-            # sum_k p_k (s + c (f_k(h) - s)) = p_sum s + c (sum_k p_k f_k(h) - p_sum s), k over non-'none' ops
-            p_sum = ops.sum(p * not_none, axis=1)[:, None, None]
-            mixed = sum(p[:, k, None, None] * ACTIVATIONS[self.primitives[k]](h) for k in op_index)
-            s = ops.sum(p_sum * prev + c * (mixed - p_sum * prev), axis=0)
-            states.append(self._batch_norm(s, training, moments))
-            offset += n
-        output = ops.mean(ops.stack(states[1:], axis=0), axis=0)
-        if not moments:
-            return output, ()
-        mean = ops.mean(ops.stack([m for m, _ in moments]), axis=0)
-        var = ops.mean(ops.stack([v for _, v in moments]), axis=0)
-        return output, (mean, var)
-
-    def call(self, inputs, hidden, step_mask=None, training=False, alpha=None):
-        return super().call(inputs, hidden, step_mask=step_mask, training=training, alpha=alpha)
-
-    def _finish_aux(self, aux, training, real_steps):
-        if not training or not aux:
-            return
-        # aux holds sum_t (real fraction_t) * moments_t; normalise by the number of real steps.
-        # (The unbiased correction of torch's running_var is negligible for batch >= 64 and omitted.)
-        mean_sum, var_sum = aux
-        total = ops.cast(real_steps, mean_sum.dtype)
-        self.moving_mean.assign((1 - BN_MOMENTUM) * self.moving_mean + BN_MOMENTUM * mean_sum / total)
-        self.moving_variance.assign((1 - BN_MOMENTUM) * self.moving_variance + BN_MOMENTUM * var_sum / total)
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
 
     def get_config(self):
         config = super().get_config()
-        config.update(steps=self.steps, primitives=list(self.primitives))
+        config.update(vocab_size=self.vocab_size, output_dim=self.output_dim, token_dropout=self.token_dropout,
+                      init_range=self.init_range, seed=self.seed)
         return config
+
+
+def locked_dropout(rate: float, units: int, seed: Optional[int], name: str) -> keras.layers.Dropout:
+    """Variational (locked) dropout over [B, T, units]: one mask per sequence, shared by all time steps."""
+    return keras.layers.Dropout(rate, noise_shape=(None, 1, units), seed=seed, name=name)
+
+
+def child_seed(seed: Optional[int], offset: int) -> Optional[int]:
+    return None if seed is None else int(seed) + offset
+
+
+class CarriedHiddenState:
+    """Hidden state carried across consecutive BPTT windows, one per stream (train / validation / eval).
+
+    Plain ``tf.Variable``s with a dynamic batch dimension, kept out of Keras' tracking so that they are neither
+    saved with the model nor counted as its variables. ``read`` gives zeros at the first window of a stream (batch
+    mismatch, e.g. right after ``reset``) and where the window starts at column 0 (``start == 0``).
+    """
+
+    def __init__(self, units: int, streams: Sequence[str]):
+        self.units = int(units)
+        self._vars = {s: tf.Variable(tf.zeros([0, self.units]), shape=tf.TensorShape([None, self.units]),
+                                     trainable=False, name=f"carried_hidden_{s}") for s in streams}
+
+    def read(self, stream: str, tokens, start=None):
+        var = self._vars[stream]
+        batch = tf.shape(tokens)[0]
+        fresh = tf.not_equal(tf.shape(var)[0], batch)
+        if start is not None:
+            fresh = tf.logical_or(fresh, tf.equal(tf.reshape(tf.cast(start, tf.int32), [-1])[0], 0))
+        h = tf.cond(fresh, lambda: tf.zeros([batch, self.units]), lambda: tf.identity(var))
+        return tf.stop_gradient(tf.ensure_shape(h, [tokens.shape[0], self.units]))
+
+    def assign(self, stream: str, value) -> None:
+        self._vars[stream].assign(tf.stop_gradient(tf.cast(value, tf.float32)))
+
+    def reset(self, stream: Optional[str] = None, batch_size: int = 0) -> None:
+        """Zeros; give the batch size before an XLA-compiled ``fit`` (XLA cannot change a variable's shape)."""
+        for s in ([stream] if stream else list(self._vars)):
+            self._vars[s].assign(tf.zeros([batch_size, self.units]))
+
+
+def batch_mask(batch):
+    if "mask" in batch:
+        return batch["mask"]
+    return ops.ones(ops.shape(batch["inputs"]), dtype="float32")
+
+
+class LanguageModelForward:
+    """embedding -> dropouti -> cell -> dropout -> tied decoder, shared by the search and evaluation networks."""
+
+    def _make_layers(self, vocab_size, units, dropout, dropouti, dropoute, seed):
+        self.embedding = TiedEmbedding(vocab_size, units, token_dropout=dropoute, seed=child_seed(seed, 0),
+                                       name="embedding")
+        self.input_dropout = locked_dropout(dropouti, units, child_seed(seed, 1), "input_dropout")
+        self.output_dropout = locked_dropout(dropout, units, child_seed(seed, 2), "output_dropout")
+        object.__setattr__(self, "carried", CarriedHiddenState(units, (TRAIN, VALIDATION, EVAL)))
+
+    def _build_layers(self):
+        self.embedding.build()
+        self.cell.build((None, None, self.embedding.output_dim))
+
+    def _forward(self, inputs, training, **cell_args):
+        tokens = inputs["tokens"]
+        mask = inputs.get("mask")
+        hidden = inputs.get("hidden")
+        if hidden is None:
+            hidden = ops.zeros((ops.shape(tokens)[0], self.cell.units), dtype=self.compute_dtype)
+        emb = self.input_dropout(self.embedding(tokens, training=training), training=training)
+        outputs, last = self.cell(emb, hidden, mask, training=training, **cell_args)
+        dropped = self.output_dropout(outputs, training=training)
+        return {"logits": self.embedding.decode(dropped), "hidden": last, "rnn_outputs": outputs}
+
+    def window_inputs(self, batch, stream: str):
+        """The ``call`` inputs for a window dict of ``darts_tf.data.text`` with the stream's carried hidden state."""
+        return {"tokens": batch["inputs"], "mask": batch_mask(batch),
+                "hidden": self.carried.read(stream, batch["inputs"], batch.get("start"))}

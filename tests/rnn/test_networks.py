@@ -1,4 +1,4 @@
-"""Tests for darts_tf.rnn.models: parameter counts, the search supernet under every bilevel mode, .keras round trip."""
+"""Tests for darts_tf.rnn.networks and darts_tf.rnn.search_space: parameter counts, the search supernet under every bilevel mode, .keras round trip."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,9 @@ import tensorflow as tf
 
 from darts_tf.data.text import batchify, lm_dataset, lm_search_dataset
 from darts_tf.genotypes import RecurrentGenotype
-from darts_tf.rnn.models import RNNModel, RNNSearchNetwork, masked_mean_cross_entropy, temporal_activation_penalty
+from darts_tf.rnn.networks import RNNModel
+from darts_tf.rnn.ops import masked_mean_cross_entropy, temporal_activation_penalty
+from darts_tf.rnn.search_space import RNNSearchNetwork
 
 MODES = ("first_order", "second_order_exact", "second_order_fd")
 
@@ -62,7 +64,7 @@ def test_rnn_model_outputs_and_weight_tying():
 def test_rnn_model_saves_and_reloads_after_training(tmp_path):
     genotype = RecurrentGenotype(recurrent=[("relu", 0), ("tanh", 1), ("sigmoid", 1)], concat=[1, 2, 3])
     model = RNNModel(20, units=6, genotype=genotype, seed=1)
-    from darts_tf.rnn.training import AveragedSGD
+    from darts_tf.rnn.train import AveragedSGD
     model.compile(optimizer=AveragedSGD(1.0), bptt=5)
     ids = np.random.default_rng(0).integers(0, 20, 400).astype("int32")
     dataset, steps = lm_dataset(batchify(ids, 4), 5, max_seq_len_delta=2)

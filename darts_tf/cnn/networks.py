@@ -14,8 +14,9 @@ import tensorflow as tf
 from keras import layers, ops
 
 from darts_tf import genotypes as gt
-from darts_tf.ops import FactorizedReduce, Identity, ReLUConvBN, at_least_float32, batch_norm, make_op
-from darts_tf.search_space import reduction_layers
+from darts_tf.cnn.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, make_op
+from darts_tf.cnn.search_space import reduction_layers
+from darts_tf.numerics import at_least_float32
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")

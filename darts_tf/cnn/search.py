@@ -1,0 +1,145 @@
+"""The CNN architecture search of the paper (sect. 3.1.1, A.1.1): image data, the supernet of
+``darts_tf.cnn.search_space`` and its optimisers, handed to the shared loop ``darts_tf.search.run_bilevel_search``
+(output layout: ``darts_tf.run_files``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Sequence
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from darts_tf import checkpoint
+from darts_tf import genotypes as gt
+from darts_tf.bilevel import EXACT_HVP_METHODS, check_arch_mode
+from darts_tf.search import run_bilevel_search
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """The CIFAR-10 search of the paper (A.1.1); defaults are the reference's train_search.py."""
+
+    output_dir: str = ""
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    download: bool = True  # let tfds download the dataset when it is not prepared in data_dir
+    batch_size: int = 64
+    epochs: int = 50
+    init_channels: int = 16
+    layers: int = 8
+    nodes: int = gt.CNN_STEPS  # intermediate nodes per cell
+    primitives: str = ",".join(gt.CNN_PRIMITIVES)  # candidate ops (a subset restricts the space)
+    seed: int = 2
+    train_portion: float = 0.5
+    arch_mode: str = "first_order"
+    xi: Optional[float] = None  # None: the current weight learning rate, as the paper
+    exact_recompute: bool = True  # second_order_exact: recompute the train pass for the Hessian term (less memory)
+    exact_hvp: str = "reverse"  # second_order_exact: the Hessian term reverse over reverse, or "forward" over reverse
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    cutout: bool = False
+    cutout_length: int = 16
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    deterministic: bool = False
+    resume: bool = False
+
+    def validate(self) -> "SearchConfig":
+        if not self.output_dir:
+            raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
+        check_arch_mode(self.arch_mode)
+        if self.exact_hvp not in EXACT_HVP_METHODS:
+            raise ValueError(f"--exact_hvp must be one of {', '.join(EXACT_HVP_METHODS)}. Received: exact_hvp={self.exact_hvp!r}")
+        positive = {"batch_size": self.batch_size, "epochs": self.epochs, "init_channels": self.init_channels,
+                    "layers": self.layers}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"--{name} must be >= 1. Received: {name}={value}")
+        if self.layers < 3:
+            raise ValueError(f"--layers must be >= 3 (reduction cells sit at 1/3 and 2/3 of the depth). Received: layers={self.layers}")
+        if self.nodes < 1:
+            raise ValueError(f"--nodes must be >= 1. Received: nodes={self.nodes}")
+        unknown = [p for p in self.primitive_list if p not in gt.CNN_PRIMITIVES]
+        if unknown or len(self.primitive_list) < 2:
+            raise ValueError(f"--primitives must be a comma-separated subset (at least 2) of {', '.join(gt.CNN_PRIMITIVES)}. "
+                             f"Received: {self.primitives!r}")
+        if not 0.0 < self.train_portion < 1.0:
+            raise ValueError(f"--train_portion must be in (0, 1): the share of the training split that trains the "
+                             f"weights (the rest trains alpha). Received: train_portion={self.train_portion}")
+        for name in ("learning_rate", "learning_rate_min", "arch_learning_rate", "weight_decay", "arch_weight_decay",
+                     "momentum", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0. Received: {name}={getattr(self, name)}")
+        if self.learning_rate_min > self.learning_rate:
+            raise ValueError(f"--learning_rate_min ({self.learning_rate_min}) must not exceed --learning_rate ({self.learning_rate}).")
+        if self.mixed_precision and not tf.config.list_physical_devices("GPU"):
+            raise ValueError("--mixed_precision needs a GPU (float16 kernels); none is visible. Drop the flag on CPU.")
+        return self
+
+    @property
+    def primitive_list(self):
+        return [p.strip() for p in self.primitives.split(",") if p.strip()]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_search_model(config: SearchConfig, input_shape, num_classes: int, steps_per_epoch: int):
+    """The compiled supernet with the paper's optimisers (SGD + cosine for w, Adam for alpha)."""
+    from darts_tf.cnn.search_space import build_cnn_search_network
+
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    model = build_cnn_search_network(input_shape, num_classes, C=config.init_channels, num_layers=config.layers,
+                                     steps=config.nodes, multiplier=config.nodes, primitives=config.primitive_list,
+                                     arch_mode=config.arch_mode, xi=config.xi, weight_decay=config.weight_decay,
+                                     arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip,
+                                     exact_recompute=config.exact_recompute, exact_hvp=config.exact_hvp)
+    return compile_search_model(model, config, steps_per_epoch)
+
+
+def compile_search_model(model, config, steps_per_epoch: int, beta_1: float = 0.5):
+    from darts_tf.schedules import EpochCosineDecay
+
+    lr = EpochCosineDecay(config.learning_rate, config.epochs, steps_per_epoch, config.learning_rate_min)
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=config.momentum),
+                  arch_optimizer=keras.optimizers.Adam(config.arch_learning_rate, beta_1=beta_1, beta_2=0.999),
+                  jit_compile=config.jit_compile)
+    return model
+
+
+def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
+                   data=None, extra_flags: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """DARTS on an image dataset: returns the final genotype and metrics, writes the search files of ``darts_tf.run_files.RunFiles``.
+
+    `data` (an ``images.ImageData``) is used instead of loading ``config.dataset`` when given (the pipeline's
+    ingested copy); `extra_flags` are recorded with the run's flags (e.g. the dataset hash).
+    """
+    from darts_tf.data import images
+
+    config.validate()
+    checkpoint.start_run(config.seed, config.deterministic)
+    if data is None:
+        data = images.load_image_data(config.dataset, config.data_dir, download=config.download)
+    size = data.image_shape[0]
+    augment = images.AugmentConfig.for_image_size(size, flip=data.name != "digits",
+                                                  cutout_length=config.cutout_length if config.cutout else 0)
+
+    def stream(initial_epoch):
+        return images.search_dataset(data.train_images, data.train_labels, config.batch_size, config.train_portion,
+                                     seed=config.seed, initial_epoch=initial_epoch, epochs=config.epochs,
+                                     augment=augment, mean=data.mean, std=data.std)
+
+    _, steps = stream(0)
+    model = build_search_model(config, data.image_shape, data.num_classes, steps)
+    logging.info("CNN search: %s, %d train images, %d steps/epoch, mode %s", data.name, len(data.train_images), steps,
+                 config.arch_mode)
+    return run_bilevel_search(model, lambda e: stream(e)[0], steps, config.epochs, config.output_dir,
+                              {**config.to_dict(), **(extra_flags or {})}, config.resume, callbacks, verbose)

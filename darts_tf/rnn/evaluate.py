@@ -1,0 +1,98 @@
+"""Evaluating a trained recurrent language model (paper A.2.2, A.2.4; ``darts-rnn-test``): perplexity with fixed
+BPTT windows and the hidden state carried (the reference's ``evaluate``), of a model or of a run's ``model.keras``
+on its corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from darts_tf.data.text import Corpus, batchify, lm_dataset, load_corpus, load_vocab
+from darts_tf.rnn.networks import RNNModel
+from darts_tf.rnn.ops import masked_cross_entropy
+from darts_tf.run_files import RunFiles, run_dir_of
+
+
+def _eval_function(model: RNNModel):
+    fn = getattr(model, "_darts_eval_window", None)
+    if fn is None:
+        @tf.function
+        def fn(window, hidden):
+            outputs = model({"tokens": window["inputs"], "mask": window["mask"], "hidden": hidden}, training=False)
+            total, count = masked_cross_entropy(window["targets"], outputs["logits"], window["mask"])
+            return total, count, outputs["hidden"]
+
+        object.__setattr__(model, "_darts_eval_window", fn)
+    return fn
+
+
+def evaluate_loss(model: RNNModel, batched_ids: np.ndarray, bptt: int) -> float:
+    """Mean token cross-entropy over ``batched_ids`` [batch, n_steps] in fixed bptt windows, hidden carried."""
+    dataset, _ = lm_dataset(batched_ids, bptt, variable_length=False, max_seq_len_delta=0)
+    fn = _eval_function(model)
+    hidden = tf.zeros([batched_ids.shape[0], model.units])
+    total, count = 0.0, 0.0
+    for window in dataset:
+        t, c, hidden = fn({k: window[k] for k in ("inputs", "targets", "mask")}, hidden)
+        total += float(t)
+        count += float(c)
+    return total / max(count, 1.0)
+
+
+def evaluate_perplexity(model: RNNModel, batched_ids: np.ndarray, bptt: int) -> float:
+    """exp(mean token cross-entropy) with fixed windows (the reference's ``evaluate``)."""
+    return math.exp(evaluate_loss(model, batched_ids, bptt))
+
+
+def corpus_perplexities(model, corpus: Corpus, config) -> Dict[str, float]:
+    """Validation (eval_batch_size) and test (test_batch_size) perplexity with fixed bptt windows, as train.py."""
+    return {"valid_ppl": evaluate_perplexity(model, batchify(corpus.valid, config.eval_batch_size), config.bptt),
+            "test_ppl": evaluate_perplexity(model, batchify(corpus.test, config.test_batch_size), config.bptt)}
+
+
+def read_run_config(run_dir: str) -> Dict[str, Any]:
+    path = RunFiles(run_dir).run_config
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} does not exist; pass the --output_dir of a darts-rnn-train run.")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_model(model_path: str):
+    """The model.keras of a run (or the run directory holding one)."""
+    path = RunFiles(model_path).model if os.path.isdir(model_path) else model_path
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file {path!r} does not exist; pass the model.keras written by darts-rnn-train "
+                                "(or its output directory).")
+    model = keras.models.load_model(path, compile=False)
+    if not isinstance(model, RNNModel):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a recurrent language model (RNNModel); pass a "
+                         "model written by darts-rnn-train.")
+    return model
+
+
+def evaluate(model_path: str, data_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Valid and test perplexity of a run's model.keras on its corpus (data_dir and batch sizes from the run)."""
+    run_dir = run_dir_of(model_path)
+    run = read_run_config(run_dir)
+    from darts_tf.rnn.train import TrainConfig  # train imports this module
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in run.items() if k in fields})
+    model = load_model(model_path)
+    corpus = load_corpus(data_dir or run.get("data_dir"), RunFiles(run_dir).smoke_corpus)
+    vocab_path = RunFiles(run_dir).vocab
+    if os.path.isfile(vocab_path) and load_vocab(vocab_path) != corpus.vocab:
+        raise ValueError(f"The corpus vocabulary differs from the run's {vocab_path}: the model was trained on "
+                         "another corpus; pass the --data_dir it was trained with.")
+    if corpus.vocab_size != model.vocab_size:
+        raise ValueError(f"The corpus has {corpus.vocab_size} words but the model {model.vocab_size}.")
+    return {**corpus_perplexities(model, corpus, config), "model": os.path.abspath(model_path),
+            "data_dir": data_dir or run.get("data_dir")}

@@ -1,0 +1,147 @@
+"""The search loop shared by every task family: a compiled ``BilevelSearchModel`` fitted on a ``{'train',
+'validation'}`` stream, with per-epoch genotypes, alpha history, metrics, TensorBoard and checkpoint/resume
+(``run_bilevel_search``), and the random-search baseline (``run_random_search``). The CNN and RNN searches
+(``darts_tf.cnn.search``, ``darts_tf.rnn.search``) build their data and supernet and call it.
+
+Output directory layout (``darts_tf.run_files.RunFiles`` names every file)::
+
+    run_config.json        the flags of the run (a resume with other flags is refused)
+    training_state.npz     weights, alphas, both optimiser states, RNG states, epochs done (every epoch)
+    genotype.json          the genotype derived from the final alphas (with lineage metadata)
+    genotypes/epoch_NNN.json  the genotype after every epoch
+    alphas.npz             final alphas by name;  alpha_history.npz: [epochs, edges, ops] per name
+    metrics.json           per-epoch history (loss, val_loss, accuracies, lr) and the final values
+    tensorboard/           Keras scalars (train/, validation/) and architecture/ (alpha heatmaps, genotype text)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from darts_tf import checkpoint
+from darts_tf import genotypes as gt
+from darts_tf.io_utils import atomic_savez, write_json
+from darts_tf.run_files import RunFiles
+
+
+def alpha_heatmap(weights: np.ndarray, cell: int = 8) -> np.ndarray:
+    """softmax(alpha) [edges, ops] as a [1, edges*cell, ops*cell, 1] image for TensorBoard (1 = white)."""
+    img = np.kron(np.asarray(weights, np.float32), np.ones((cell, cell), np.float32))
+    return img[None, :, :, None]
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class ArchitectureLogger(keras.callbacks.Callback):
+    """After every epoch: the derived genotype (JSON + TensorBoard text), the alphas (history file +
+    softmax heatmaps), and the epoch's metrics. The model must provide ``genotype()`` and ``alphas_numpy()``."""
+
+    def __init__(self, outputs: RunFiles, lineage: Dict[str, Any], initial_epoch: int = 0):
+        super().__init__()
+        self.outputs, self.lineage = outputs, lineage
+        self.writer = tf.summary.create_file_writer(os.path.join(outputs.tensorboard, "architecture"))
+        self.history: Dict[str, List[np.ndarray]] = {}
+        self.metrics_history: List[Dict[str, float]] = []
+        if initial_epoch and os.path.isfile(outputs.alpha_history):
+            with np.load(outputs.alpha_history) as data:
+                self.history = {k: list(data[k][:initial_epoch]) for k in data.files}
+        if initial_epoch and os.path.isfile(outputs.metrics):
+            with open(outputs.metrics) as f:
+                self.metrics_history = json.load(f).get("history", [])[:initial_epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        genotype = self.model.genotype()
+        alphas = self.model.alphas_numpy()
+        gt.save_genotype(genotype, self.outputs.epoch_genotype(epoch + 1), {**self.lineage, "epoch": epoch + 1})
+        for name, value in alphas.items():
+            self.history.setdefault(name, []).append(value)
+        atomic_savez(self.outputs.alpha_history, {k: np.stack(v) for k, v in self.history.items()})
+        self.metrics_history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        write_json(self.outputs.metrics, {"history": self.metrics_history})
+        with self.writer.as_default(step=epoch + 1):
+            for name, value in alphas.items():
+                tf.summary.image(f"softmax_{name}", alpha_heatmap(_softmax(value)))
+                tf.summary.histogram(name, value)
+            tf.summary.text("genotype", gt.genotype_to_json(genotype))
+        self.writer.flush()
+        logging.info("epoch %d genotype: %s", epoch + 1, genotype)
+
+
+class StopAfterEpochs(keras.callbacks.Callback):
+    """Stops training after `n` epochs of this call (used to simulate a killed run in tests)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen += 1
+        if self.seen >= self.n:
+            self.model.stop_training = True
+
+
+def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output_dir: str, config: Dict[str, Any],
+                       resume: bool, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto") -> Dict[str, Any]:
+    """Fits a compiled `BilevelSearchModel` on a ``{'train', 'validation'}`` dataset factory.
+
+    `dataset` is a function ``initial_epoch -> tf.data.Dataset`` covering epochs initial_epoch..epochs-1.
+    Writes the search files of ``RunFiles``; returns {'genotype', 'genotype_path', 'metrics', 'output_dir'}.
+    """
+    outputs = RunFiles(output_dir)
+    checkpoint.check_run_config(output_dir, config, resume)
+    initial_epoch = 0
+    if resume and checkpoint.has_state(output_dir):
+        initial_epoch = int(checkpoint.restore_state(output_dir, model)["epochs_done"])
+        logging.info("Resuming search from %s after epoch %d", output_dir, initial_epoch)
+    lineage = {"stage": "search", "output_dir": os.path.abspath(output_dir),
+               **{k: config[k] for k in ("dataset", "seed", "arch_mode") if k in config}, "flags": config}
+    start = time.time()
+    if initial_epoch < epochs:
+        logger = ArchitectureLogger(outputs, lineage, initial_epoch)
+        model.fit(dataset(initial_epoch), epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                  verbose=verbose, callbacks=[
+                      keras.callbacks.TensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
+                      logger, checkpoint.EpochCheckpoint(output_dir), *callbacks])
+        history = logger.metrics_history
+    else:
+        history = json.load(open(outputs.metrics))["history"] if os.path.isfile(outputs.metrics) else []
+    epochs_done = history[-1]["epoch"] if history else initial_epoch
+    genotype = model.genotype()
+    alphas = model.alphas_numpy()
+    atomic_savez(outputs.alphas, alphas)
+    metrics = {"history": history, "final": history[-1] if history else {}, "epochs_done": epochs_done,
+               "wall_time_s": time.time() - start}
+    write_json(outputs.metrics, metrics)
+    if epochs_done >= epochs:  # only a finished search publishes its genotype
+        gt.save_genotype(genotype, outputs.genotype, {**lineage, "epoch": epochs_done})
+    return {"genotype": genotype, "genotype_path": outputs.genotype, "metrics": metrics, "output_dir": output_dir,
+            "alphas": alphas}
+
+
+def run_random_search(output_dir: str, kind: str = "cnn", num_samples: int = 8, seed: int = 0) -> Dict[str, Any]:
+    """The random-search baseline: genotypes sampled uniformly from the same space, in the search's format
+    (``genotypes/sample_NNN.json`` for every sample; ``genotype.json`` is sample 0 — pick the best with `select`)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1. Received: {num_samples}")
+    outputs = RunFiles(output_dir)
+    paths = []
+    for i in range(num_samples):
+        genotype = gt.random_genotype(seed * 100003 + i, kind)
+        path = outputs.sample_genotype(i)
+        gt.save_genotype(genotype, path, {"stage": "random_search", "seed": seed, "sample": i, "kind": kind})
+        paths.append(path)
+    first = gt.load_genotype_file(paths[0])
+    gt.save_genotype(first, outputs.genotype, {"stage": "random_search", "seed": seed, "sample": 0, "kind": kind})
+    write_json(outputs.metrics, {"random_search": True, "num_samples": num_samples, "samples": paths})
+    return {"genotype": first, "genotype_path": outputs.genotype, "samples": paths, "output_dir": output_dir}
