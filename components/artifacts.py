@@ -17,7 +17,8 @@ Layouts (``artifact.json`` in every one: ``{"type", "version", "stage", ...type 
     Genotype      genotype.json (the genotype + "metadata": lineage: search, seed, flags, dataset hash)
     CellPictures  normal.{dot,png,pdf}, reduction.{dot,png,pdf} (CNN) or recurrent.{dot,png,pdf} (RNN)
     Model         run/ (the trainer's output directory: model.keras, tensorboard/, ...; RNN: also vocab.txt),
-                  saved_model/ (CNN: the serving SavedModel), genotype.json, metrics.json
+                  saved_model/ (the serving SavedModel: CNN images -> class probabilities, RNN tokens ->
+                  next-token log-probabilities), genotype.json, metrics.json
     Metrics       metrics.json (a flat or nested JSON object), tensorboard/ when the stage logs any
 """
 
@@ -33,7 +34,9 @@ from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Optional
 import numpy as np
 
 from darts_tf import genotypes as gt
+from darts_tf import run_files
 from darts_tf.io_utils import publish_directory, write_json
+from darts_tf.tasks import known_kinds
 
 FORMAT_VERSION = 1
 METADATA_FILE = "artifact.json"
@@ -48,15 +51,16 @@ ARTIFACT_TYPES = (DATASET, SEARCH_RUN, GENOTYPE, CELL_PICTURES, MODEL, METRICS)
 
 IMAGE_SPLITS = ("train", "test")
 TEXT_SPLITS = ("train", "valid", "test")
-_GENOTYPE_FILE = "genotype.json"
-_ALPHAS_FILE = "alphas.npz"
+# Files an artifact shares with a run directory are named as `darts_tf.run_files` names them.
+_GENOTYPE_FILE = run_files.GENOTYPE
+_ALPHAS_FILE = run_files.ALPHAS
 _SEARCH_DIR = "search"
-_METRICS_FILE = "metrics.json"
-_TENSORBOARD_DIR = "tensorboard"
+_METRICS_FILE = run_files.METRICS
+_TENSORBOARD_DIR = run_files.TENSORBOARD
 _RUN_DIR = "run"
-_SAVED_MODEL_DIR = "saved_model"
-_KERAS_MODEL_FILE = "model.keras"  # in run/: darts_tf.run_files.MODEL, CNN and RNN alike
-_VOCAB_FILE = "vocab.txt"  # in run/ (RNN): the training vocabulary, one token per line
+_SAVED_MODEL_DIR = run_files.SAVED_MODEL  # in the Model artifact, moved there from run/
+_KERAS_MODEL_FILE = run_files.MODEL  # in run/, CNN and RNN alike
+_VOCAB_FILE = run_files.VOCAB  # in run/ (RNN): the training vocabulary, one token per line
 LINEAGE_KEYS = ("stage", "search_uri", "seed", "flags", "dataset_hash")
 
 
@@ -301,8 +305,9 @@ def finish_search_run(writer_dir: str, kind: str, primitives: Sequence[str], lin
 def read_search_run(path: str, stage: str) -> SearchRunArtifact:
     meta = read_metadata(path, SEARCH_RUN, stage)
     _require(stage, path, _ALPHAS_FILE, _GENOTYPE_FILE, os.path.join(_SEARCH_DIR, _METRICS_FILE))
-    if meta.get("kind") not in ("cnn", "rnn"):
-        raise ArtifactError(stage, path, f"unknown search kind {meta.get('kind')!r}; expected 'cnn' or 'rnn'")
+    if meta.get("kind") not in known_kinds():
+        raise ArtifactError(stage, path, f"unknown search kind {meta.get('kind')!r}; expected one of "
+                                         f"{', '.join(known_kinds())}")
     try:
         gt.load_genotype_file(os.path.join(path, _GENOTYPE_FILE), kind=meta["kind"])
     except gt.GenotypeError as e:
@@ -428,6 +433,13 @@ def vocab_path_of(writer_dir: str) -> str:
 
 def saved_model_dir_of(writer_dir: str) -> str:
     return os.path.join(writer_dir, _SAVED_MODEL_DIR)
+
+
+def adopt_saved_model(writer_dir: str) -> None:
+    """Moves the SavedModel a trainer exported into its run dir (``run/saved_model``) to the artifact's top."""
+    exported = os.path.join(run_dir_of(writer_dir), _SAVED_MODEL_DIR)
+    if os.path.isdir(exported):
+        os.replace(exported, saved_model_dir_of(writer_dir))
 
 
 def finish_model(writer_dir: str, kind: str, genotype: gt.AnyGenotype, lineage: Dict[str, Any],

@@ -1,45 +1,42 @@
-"""Helpers shared by the stage executors: typed configs from plain dicts (what a pipeline passes)."""
+"""Helpers shared by the stage executors: the stage's task (`darts_tf.tasks`), its input artifacts checked
+against the task, typed configs from plain dicts (what a pipeline passes) and metric reporting."""
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from typing import Any, Dict, Optional, Type, TypeVar
+from typing import Any, Dict
 
-T = TypeVar("T")
+from components import artifacts
+from darts_tf import tasks
+from darts_tf.tasks import config_from_dict
 
-
-def config_from_dict(cls: Type[T], values: Optional[Dict[str, Any]], stage: str, **fixed: Any) -> T:
-    """`cls(**values, **fixed)`, refusing keys `cls` does not have (the error lists the known ones).
-
-    `fixed` are the fields the stage sets itself (output_dir, seed, ...); they win over `values`.
-    """
-    values = dict(values or {})
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"[stage '{stage}'] unknown {cls.__name__} setting(s) {', '.join(unknown)}. "
-                         f"Known: {', '.join(names)}")
-    values.update(fixed)
-    return cls(**coerce_numbers(cls, values))
+__all__ = ["config_from_dict", "log_scalars", "read_dataset_for", "read_genotype_for", "task_of"]
 
 
-def coerce_numbers(cls: type, values: Dict[str, Any]) -> Dict[str, Any]:
-    """Integral floats back to int for `int` fields of dataclass `cls`.
+def task_of(kind: str, stage: str) -> tasks.Task:
+    """The task of `kind`; an unknown kind raises an error naming the stage and the known kinds."""
+    try:
+        return tasks.get_task(kind)
+    except ValueError as e:
+        raise ValueError(f"[stage '{stage}'] {e} Received: kind={kind!r}") from e
 
-    KFP passes dict parameters as protobuf Structs, whose numbers are all doubles: `{"epochs": 1}` arrives
-    as `{"epochs": 1.0}`.
-    """
-    hints = typing.get_type_hints(cls)
-    out = dict(values)
-    for name, value in values.items():
-        hint = hints.get(name)
-        if typing.get_origin(hint) is typing.Union:
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            hint = args[0] if len(args) == 1 else hint
-        if hint is int and isinstance(value, float) and value.is_integer():
-            out[name] = int(value)
-    return out
+
+def read_dataset_for(task: tasks.Task, path: str, stage: str) -> artifacts.DatasetArtifact:
+    """The Dataset artifact at `path`, refused unless it holds the task's kind of data."""
+    data = artifacts.read_dataset(path, stage)
+    try:
+        task.check_data(data)
+    except tasks.DataKindError as e:
+        raise artifacts.ArtifactError(stage, path, e.problem) from e
+    return data
+
+
+def read_genotype_for(task: tasks.Task, path: str, stage: str) -> artifacts.GenotypeArtifact:
+    """The Genotype artifact at `path`, refused unless it holds a genotype of the task's kind."""
+    chosen = artifacts.read_genotype(path, stage)
+    if chosen.genotype.kind != task.kind:
+        raise artifacts.ArtifactError(stage, path, f"holds a {chosen.genotype.kind} genotype; this is a {task.kind} "
+                                                   f"pipeline")
+    return chosen
 
 
 def log_scalars(log_metric, metrics: Dict[str, Any], prefix: str = "") -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Tuple
 
-from components import artifacts
+from components import artifacts, common
 from components.monitoring import log_stage
 
 STAGE = "derive"
@@ -28,12 +28,10 @@ def derive_from_search(search: artifacts.SearchRunArtifact):
     from darts_tf import genotypes as gt
 
     alphas = search.alphas()
-    if search.kind == "cnn":
-        missing = [k for k in ("alpha_normal", "alpha_reduce") if k not in alphas]
-        if missing:
-            raise artifacts.ArtifactError(STAGE, search.path, f"alphas.npz lacks {', '.join(missing)}")
-    elif len(alphas) != 1:
-        raise artifacts.ArtifactError(STAGE, search.path, f"an RNN search has one alpha; found {sorted(alphas)}")
+    expected = common.task_of(search.kind, STAGE).alpha_names
+    if sorted(alphas) != sorted(expected):
+        raise artifacts.ArtifactError(STAGE, search.path, f"holds the alphas {', '.join(sorted(alphas)) or '(none)'}; "
+                                                          f"a {search.kind} search saves {', '.join(expected)}")
     return gt.derive_from_alphas(alphas, primitives=search.primitives)
 
 

@@ -52,26 +52,26 @@ def select(dataset: Input[Dataset], candidates: Input[List[Artifact]], kind: str
 
 def evaluate(dataset: Input[Dataset], genotype: Input[Artifact], kind: str, config: dict, model: Output[Model],
              metrics: Output[Metrics]):
-    """Full training + test metrics + the model (SavedModel for CNN)."""
+    """Full training + test metrics + the model and its SavedModel."""
     from components import evaluate as stage
 
     stage.run(dataset.path, genotype.path, model.path, metrics.path, kind=kind, config=config,
               log_metric=metrics.log_metric)
 
 
-def transfer(genotype: Input[Artifact], config: dict, model: Output[Model], metrics: Output[Metrics]):
-    """The chosen CNN cell on another (ImageNet-style) dataset."""
+def transfer(genotype: Input[Artifact], kind: str, config: dict, model: Output[Model], metrics: Output[Metrics]):
+    """The chosen cell on a dataset its config names (CNN: ImageNet-style)."""
     from components import transfer as stage
 
-    stage.run(genotype.path, model.path, metrics.path, kind="cnn", config=config, log_metric=metrics.log_metric)
+    stage.run(genotype.path, model.path, metrics.path, kind=kind, config=config, log_metric=metrics.log_metric)
 
 
-def transfer_text(dataset: Input[Dataset], genotype: Input[Artifact], config: dict, model: Output[Model],
-                  metrics: Output[Metrics]):
-    """The chosen RNN cell on another corpus (WikiText-2)."""
+def transfer_text(dataset: Input[Dataset], genotype: Input[Artifact], kind: str, config: dict,
+                  model: Output[Model], metrics: Output[Metrics]):
+    """The chosen cell on another ingested dataset (RNN: the WikiText-2 corpus)."""
     from components import transfer as stage
 
-    stage.run(genotype.path, model.path, metrics.path, kind="rnn", config=config, dataset=dataset.path,
+    stage.run(genotype.path, model.path, metrics.path, kind=kind, config=config, dataset=dataset.path,
               log_metric=metrics.log_metric)
 
 

@@ -18,12 +18,11 @@ import json
 import typing
 from typing import Any, Callable, Dict, List, Sequence, Union
 
-from components.evaluate import RNNEvalConfig
 from components.ingest import IngestConfig
-from darts_tf.rnn.search import SearchConfig as RNNSearchConfig
-from components.select import RNNSelectConfig
 from darts_tf.cnn.search import SearchConfig
 from darts_tf.cnn.train import ImageNetConfig, TrainConfig
+from darts_tf.rnn.search import SearchConfig as RNNSearchConfig
+from darts_tf.rnn.task import RNNEvalConfig, RNNSelectConfig
 
 PIPELINES = ("cnn", "rnn")
 # Set by the stages themselves; never passed from a preset.
@@ -44,6 +43,7 @@ class CNNPipelineConfig:
     transfer: ImageNetConfig = dataclasses.field(default_factory=lambda: ImageNetConfig(verbose=2, export=True))
 
     kind = "cnn"
+    description = "DARTS CNN: search over seeds, select, evaluate, transfer (Liu et al. 2019)"
 
 
 @dataclasses.dataclass
@@ -61,6 +61,7 @@ class RNNPipelineConfig:
     transfer: RNNEvalConfig = dataclasses.field(default_factory=lambda: RNNEvalConfig(preset="wikitext2"))
 
     kind = "rnn"
+    description = "DARTS RNN: search over seeds, select, evaluate on PTB, transfer to WikiText-2"
 
 
 PipelineConfig = Union[CNNPipelineConfig, RNNPipelineConfig]

@@ -1,4 +1,5 @@
-"""The stage executors, chained with tiny settings on the offline digits data (about a minute in all)."""
+"""The stage executors, chained with tiny settings on the offline digits data and the offline text corpus
+(about a minute in all)."""
 
 import json
 import os
@@ -136,10 +137,68 @@ def test_transfer_trains_the_cell_with_the_imagenet_recipe(root, derived):
     assert metrics["lineage"]["transfer_dataset"] == "digits" and model.saved_model_dir
 
 
-def test_rnn_search_and_derive_on_the_smoke_corpus(tmp_path):
-    data = ingest.run(str(tmp_path / "d"), {"kind": "text", "name": "smoke", "max_train_tokens": 3000})
-    run = search.run(data.path, str(tmp_path / "s"), kind="rnn", seed=2, verbose=0, config=dict(
-        units=8, nodes=2, batch_size=8, bptt=10, max_seq_len_delta=2, epochs=1))
-    genotype, pictures = derive.run(run.path, str(tmp_path / "g"), str(tmp_path / "p"))
+def test_a_stage_refuses_an_unknown_kind(tmp_path, dataset):
+    with pytest.raises(ValueError, match=r"\[stage 'search'\] Unknown task kind 'gan'\. Known kinds: cnn, rnn\."):
+        search.run(dataset.path, str(tmp_path / "s"), kind="gan")
+    assert not os.path.exists(tmp_path / "s")
+
+
+def test_a_stage_refuses_a_dataset_of_the_other_kind(tmp_path, dataset):
+    with pytest.raises(artifacts.ArtifactError,
+                       match=rf"\[stage 'search'\] artifact '{dataset.path}': holds images data; the rnn task reads text"):
+        search.run(dataset.path, str(tmp_path / "s"), kind="rnn", config=RNN_SEARCH)
+    assert not os.path.exists(tmp_path / "s")
+
+
+def test_the_cnn_transfer_takes_no_dataset_artifact(tmp_path, dataset, derived):
+    with pytest.raises(ValueError, match=r"\[stage 'transfer'\] the cnn transfer reads the dataset its settings name"):
+        transfer.run(derived[0].path, str(tmp_path / "m"), str(tmp_path / "x"), "cnn", dataset=dataset.path)
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------- RNN
+
+RNN_SEARCH = dict(units=8, nodes=2, batch_size=8, bptt=10, max_seq_len_delta=2, epochs=1)
+RNN_TRAIN = dict(units=8, batch_size=8, eval_batch_size=5, test_batch_size=5, bptt=10, max_seq_len_delta=2, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def rnn_dataset(root):
+    return ingest.run(str(root / "rnn" / "d"), {"kind": "text", "name": "smoke", "max_train_tokens": 3000})
+
+
+@pytest.fixture(scope="module")
+def rnn_derived(root, rnn_dataset):
+    run = search.run(rnn_dataset.path, str(root / "rnn" / "s"), kind="rnn", seed=2, verbose=0, config=RNN_SEARCH)
+    return derive.run(run.path, str(root / "rnn" / "g"), str(root / "rnn" / "p"))
+
+
+def test_rnn_search_and_derive_on_the_smoke_corpus(rnn_derived):
+    genotype, pictures = rnn_derived
     assert genotype.genotype.kind == "rnn" and genotype.genotype.steps == 2
     assert [os.path.basename(p) for p in pictures.paths("png")] == ["recurrent.png"]
+
+
+def test_rnn_select_evaluate_and_transfer_on_the_smoke_corpus(root, rnn_dataset, rnn_derived):
+    candidate = rnn_derived[0]
+    best, table = select.run(rnn_dataset.path, [candidate.path], str(root / "rnn" / "best"),
+                             str(root / "rnn" / "table"), "rnn", {"preset": "smoke", "overrides": RNN_TRAIN, "epochs": 1})
+    assert table["metric"] == "validation_perplexity" and table["higher_is_better"] is False
+    assert best.genotype == candidate.genotype
+    settings = {"preset": "smoke", "overrides": RNN_TRAIN}
+    model, metrics = evaluate.run(rnn_dataset.path, best.path, str(root / "rnn" / "model"), str(root / "rnn" / "m"),
+                                  "rnn", settings)
+    assert 1 < metrics["test_perplexity"] < metrics["vocab_size"] and model.vocab_path
+    assert model.saved_model_dir and metrics["saved_model_check"]["perplexity"] > 1  # the exported model, run
+    with pytest.raises(ValueError, match=r"\[stage 'transfer'\] the rnn transfer trains on another ingested corpus"):
+        transfer.run(best.path, str(root / "rnn" / "tm"), str(root / "rnn" / "tx"), "rnn", settings)
+    assert not os.path.exists(root / "rnn" / "tm")
+    _, moved = transfer.run(best.path, str(root / "rnn" / "tm"), str(root / "rnn" / "tx"), "rnn", settings,
+                            dataset=rnn_dataset.path)
+    assert moved["lineage"]["stage"] == "transfer" and moved["lineage"]["transfer_dataset"] == "smoke"
+
+
+def test_evaluate_refuses_a_genotype_of_the_other_kind(tmp_path, dataset, rnn_derived):
+    with pytest.raises(artifacts.ArtifactError, match=r"\[stage 'evaluate'\].*holds a rnn genotype; this is a cnn"):
+        evaluate.run(dataset.path, rnn_derived[0].path, str(tmp_path / "m"), str(tmp_path / "x"), "cnn", TINY_TRAIN)
+    assert os.listdir(tmp_path) == []

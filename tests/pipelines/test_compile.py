@@ -69,6 +69,33 @@ def test_preset_settings_are_the_parameter_defaults(spec):
     assert params["search_config"]["parameterType"] == "STRUCT"
 
 
+def test_one_pipeline_body_with_a_second_ingest_where_the_task_transfers_on_another_dataset(spec):
+    kind, spec = spec
+    tasks = _all_tasks(spec)
+    ingests = {name: t for name, t in tasks.items() if t["componentRef"]["name"].startswith("comp-ingest")}
+    for name in ("search", "select", "evaluate", "transfer-text" if kind == "rnn" else "transfer"):
+        assert tasks[name]["inputs"]["parameters"]["kind"]["runtimeValue"]["constant"] == kind, name
+    if kind == "cnn":
+        assert list(ingests) == ["ingest"] and "transfer-text" not in tasks
+        assert "dataset" not in tasks["transfer"]["inputs"].get("artifacts", {})
+    else:
+        (other,) = [name for name, t in ingests.items() if t["taskInfo"]["name"] == "ingest-transfer"]
+        assert tasks["transfer-text"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]["producerTask"] == other
+        assert "transfer" not in tasks
+    assert tasks["transfer" if kind == "cnn" else "transfer-text"]["dependentTasks"] == sorted(
+        ["evaluate", "select"] + ([other] if kind == "rnn" else []))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert ("transfer_ingest_config" in params) == (kind == "rnn")
+    assert spec["pipelineInfo"]["name"] == f"darts-{kind}"
+
+
+def test_build_pipeline_refuses_an_unknown_kind():
+    from pipelines.dag import build_pipeline
+
+    with pytest.raises(ValueError, match="Unknown pipeline 'gan'. Known: cnn, rnn"):
+        build_pipeline("gan")
+
+
 def test_compile_refuses_a_bad_override(tmp_path, capsys):
     assert compile_cli.main(["--image", IMAGE, "--output", str(tmp_path / "x.yaml"), "--set", "bogus=1"]) == 2
     assert "Unknown setting 'bogus'" in capsys.readouterr().err

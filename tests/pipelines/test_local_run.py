@@ -94,5 +94,6 @@ def test_rnn_smoke_pipeline_end_to_end(tmp_path):
     assert metrics["test_perplexity"] < metrics["vocab_size"]  # better than a uniform guess
     model = artifacts.read_model(os.path.join(run_dir, "evaluate", "model"), "test")
     assert isinstance(keras.models.load_model(model.keras_model_path), keras.Model)
+    assert model.saved_model_dir and metrics["saved_model_check"]["tokens"] > 0  # the exported model, run
     transfer = artifacts.read_metrics(os.path.join(run_dir, "transfer-text", "metrics"), "test")
     assert transfer["lineage"]["stage"] == "transfer" and transfer["test_perplexity"] < transfer["vocab_size"]

@@ -2,6 +2,7 @@
 
 import pytest
 
+from darts_tf.tasks import get_task
 from pipelines import presets
 
 
@@ -57,3 +58,14 @@ def test_stage_params_leave_out_stage_owned_and_none_settings():
                            "transfer_config"}
     assert "output_dir" not in params["search_config"] and "xi" not in params["search_config"]
     assert "genotype" not in params["evaluate_config"]
+
+
+@pytest.mark.parametrize("kind", presets.PIPELINES)
+def test_preset_stage_settings_are_the_tasks_configs(kind):
+    task = get_task(kind)
+    for name in presets.PRESETS[kind]:
+        config = presets.get_preset(kind, name)
+        assert config.kind == kind and config.description
+        for stage in ("search", "select", "evaluate", "transfer"):
+            assert type(getattr(config, stage)) is getattr(task, f"{stage}_config"), (name, stage)
+        assert hasattr(config, "transfer_ingest") == task.transfer_reads_dataset
