@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+import re
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from darts_tf.io_utils import atomic_savez
+from darts_tf.guards import SEARCH_RATE_FLAGS, WEIGHT_RATE_FLAGS, check_finite, lower_rate_hint
+from darts_tf.io_utils import atomic_savez, damaged_message, load_npz, write_json
 from darts_tf.run_files import RunFiles
 
 
@@ -47,13 +49,34 @@ def state_variables(model: keras.Model, optimizers: Sequence[Any] = ()) -> List[
     return variables
 
 
+class CheckpointError(ValueError):
+    """A training_state.npz that cannot be resumed (damaged, from another model or version); the message names the
+    file and the fix."""
+
+
+_START_OVER = "delete it to start over, or restore a copy"
+
+
+def state_size_bytes(model: keras.Model, optimizers: Sequence[Any] = ()) -> int:
+    """About the size of the model's checkpoint file (what ``io_utils.check_output_dir`` needs free before the first
+    epoch): the bytes of every state variable, plus room for the names and metadata."""
+    return sum(np.asarray(v.numpy()).nbytes for v in state_variables(model, optimizers)) + 65536
+
+
 def save_state(directory: str, model: keras.Model, epochs_done: int, optimizers: Sequence[Any] = (),
                extra: Optional[Dict[str, Any]] = None) -> str:
+    """Writes the run's state to ``training_state.npz`` (atomically); a state holding NaN or inf is refused
+    (``guards.NonFiniteError``) and the previous checkpoint is kept."""
     variables = state_variables(model, optimizers)
-    arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    values = [np.asarray(v.numpy()) for v in variables]
+    path = RunFiles(directory).state
+    rates = SEARCH_RATE_FLAGS if hasattr(model, "arch_variables") else WEIGHT_RATE_FLAGS
+    kept = f"{path} still holds the last good state" if os.path.isfile(path) else "no checkpoint was written"
+    check_finite({v.path: x for v, x in zip(variables, values)}, f"After epoch {epochs_done} the training state's values",
+                 f"{lower_rate_hint(rates)}. The state was not saved: {kept}.")
+    arrays = {f"v{i:05d}": x for i, x in enumerate(values)}
     arrays["__paths__"] = np.array([v.path for v in variables])
     arrays["__meta__"] = np.array(json.dumps({"epochs_done": int(epochs_done), **(extra or {})}))
-    path = RunFiles(directory).state
     atomic_savez(path, arrays)
     return path
 
@@ -62,22 +85,70 @@ def has_state(directory: str) -> bool:
     return os.path.isfile(RunFiles(directory).state)
 
 
+_KERAS_UID = re.compile(r"_\d+(?=/|_|$)")
+
+
+def _canonical(path: str) -> str:
+    """A variable path without Keras' per-process name counters ("dense_3/kernel" -> "dense/kernel")."""
+    return _KERAS_UID.sub("", path)
+
+
+def _keyed(paths: Sequence[str], key) -> List[Tuple[str, int]]:
+    """(key(path), how many earlier paths had that key): unique names for a list of possibly repeated keys."""
+    seen: Dict[str, int] = {}
+    out = []
+    for p in paths:
+        k = key(p)
+        out.append((k, seen.get(k, 0)))
+        seen[k] = seen.get(k, 0) + 1
+    return out
+
+
+def _match(saved: Sequence[str], wanted: Sequence[str]) -> Optional[List[int]]:
+    """For each wanted variable path, the index of the saved variable with that path, or None if the paths differ.
+
+    Exact paths first (a resume in a fresh process, where Keras names every layer as the run did); else the paths
+    without Keras' name counters, which differ when models were built before in the process (tests, notebooks).
+    """
+    for key in (lambda p: p, _canonical):
+        index = {k: i for i, k in enumerate(_keyed(saved, key))}
+        keys = _keyed(wanted, key)
+        if all(k in index for k in keys) and len(keys) == len(index):
+            return [index[k] for k in keys]
+    return None
+
+
 def restore_state(directory: str, model: keras.Model, optimizers: Sequence[Any] = ()) -> Dict[str, Any]:
-    """Assigns the saved values; returns the metadata ({'epochs_done': n, ...})."""
+    """Assigns the saved values to the model's and optimizers' variables, matched by path; returns the metadata
+    ({'epochs_done': n, ...}). A damaged or incompatible file raises one ``CheckpointError`` and assigns nothing."""
     path = RunFiles(directory).state
     variables = state_variables(model, optimizers)
-    with np.load(path, allow_pickle=False) as data:
-        paths = list(data["__paths__"])
-        if len(paths) != len(variables):
-            raise ValueError(f"Checkpoint {path} holds {len(paths)} variables but this model and its optimizers have "
-                             f"{len(variables)}: it was written by a different model. Use a new output directory.")
-        for i, v in enumerate(variables):
-            value = data[f"v{i:05d}"]
-            if tuple(value.shape) != tuple(v.shape):
-                raise ValueError(f"Checkpoint {path}: variable {paths[i]} has shape {value.shape}, the model's {v.path} "
-                                 f"has {tuple(v.shape)}. Use a new output directory or the same flags.")
-            v.assign(value)
-        return json.loads(str(data["__meta__"]))
+    data = load_npz(path, "checkpoint", f"{_START_OVER}.", CheckpointError)
+    try:
+        saved = [str(p) for p in data["__paths__"]]
+        meta = json.loads(str(data["__meta__"]))
+        values = [data[f"v{i:05d}"] for i in range(len(saved))]
+        int(meta["epochs_done"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(damaged_message(path, "checkpoint", e, f"{_START_OVER}.")) from e
+    order = _match(saved, [v.path for v in variables])
+    if order is None:
+        have = {_canonical(p) for p in saved}
+        want = {_canonical(v.path) for v in variables}
+        detail = "; ".join(f"{label}: {', '.join(sorted(names)[:4])}{' ...' if len(names) > 4 else ''}"
+                           for label, names in (("only in the checkpoint", have - want),
+                                                ("only in this model", want - have)) if names)
+        raise CheckpointError(f"{path} holds {len(saved)} variables, this model and its optimizers have "
+                              f"{len(variables)}, and they differ ({detail or 'in how often a name repeats'}): it was "
+                              f"written by a different model or darts_tf version. Resume with the flags and version "
+                              f"that wrote it, or {_START_OVER}.")
+    for v, i in zip(variables, order):
+        if tuple(values[i].shape) != tuple(v.shape):
+            raise CheckpointError(f"Checkpoint {path}: variable {saved[i]} has shape {values[i].shape}, the model's "
+                                  f"{v.path} has {tuple(v.shape)}. Use a new output directory or the same flags.")
+    for v, i in zip(variables, order):
+        v.assign(values[i])
+    return meta
 
 
 def check_run_config(directory: str, config: Dict[str, Any], resume: bool,
@@ -100,10 +171,7 @@ def check_run_config(directory: str, config: Dict[str, Any], resume: bool,
             detail = "; ".join(f"{k}: checkpoint has {saved.get(k)!r}, now {config.get(k)!r}" for k in diffs)
             raise ValueError(f"Output directory {directory} holds another run's checkpoint with different flags ({detail}). "
                              f"Resume with the same flags or choose a new --output_dir.")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    write_json(path, config)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

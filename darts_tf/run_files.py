@@ -11,8 +11,8 @@ spells a file name. Which files a run has depends on its stage::
     tensorboard/             TensorBoard logs                                                   every stage
     genotypes/epoch_NNN.json the genotype after every epoch                                     search
     genotypes/sample_NNN.json the samples of the random-search baseline                         random search
-    alphas.npz               final alphas by name                                               search
-    alpha_history.npz        [epochs, edges, ops] per alpha name                                search
+    alphas.npz               final alphas by name                                               finished search
+    alpha_history.npz        [epochs, edges, ops] per alpha name, every epoch                   search
     model.keras              the trained network (written atomically)                           training
     data_info.json           image shape, normalisation, class names (what export needs)        CNN training
     saved_model/             the serving SavedModel (with --export)                             training

@@ -7,19 +7,25 @@ Output directory layout (``darts_tf.run_files.RunFiles`` names every file)::
 
     run_config.json        the flags of the run (a resume with other flags is refused)
     training_state.npz     weights, alphas, both optimiser states, RNG states, epochs done (every epoch)
-    genotype.json          the genotype derived from the final alphas (with lineage metadata)
+    genotype.json          the genotype derived from the final alphas (with lineage metadata)    finished search
     genotypes/epoch_NNN.json  the genotype after every epoch
-    alphas.npz             final alphas by name;  alpha_history.npz: [epochs, edges, ops] per name
+    alphas.npz             final alphas by name                                                  finished search
+    alpha_history.npz      [epochs, edges, ops] per name, after every epoch (what an unfinished search derives from)
     metrics.json           per-epoch history (loss, val_loss, accuracies, lr) and the final values
     tensorboard/           Keras scalars (train/, validation/) and architecture/ (alpha heatmaps, genotype text)
+
+A run whose loss or alphas become NaN/inf stops at once (``guards.NonFiniteGuard``, ahead of every writer): the
+checkpoint of the epoch before is kept, and no genotype, alphas or metrics are written from the bad values.
+``load_search_alphas`` is the reader: the alphas a genotype is derived from, of a finished or an unfinished search.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -28,8 +34,14 @@ from absl import logging
 
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
-from darts_tf.io_utils import atomic_savez, write_json
+from darts_tf.guards import SEARCH_RATE_FLAGS, NonFiniteGuard, check_finite
+from darts_tf.io_utils import atomic_savez, check_output_dir, load_npz, write_json
 from darts_tf.run_files import RunFiles
+
+
+_RERUN = "delete it and the run's training_state.npz to start the search over, or restore a copy"
+_DIVERGED = (f"The search diverged; no genotype is derived from them. Run it again with a lower "
+             f"{' or '.join(reversed(SEARCH_RATE_FLAGS))}.")
 
 
 def alpha_heatmap(weights: np.ndarray, cell: int = 8) -> np.ndarray:
@@ -54,8 +66,8 @@ class ArchitectureLogger(keras.callbacks.Callback):
         self.history: Dict[str, List[np.ndarray]] = {}
         self.metrics_history: List[Dict[str, float]] = []
         if initial_epoch and os.path.isfile(outputs.alpha_history):
-            with np.load(outputs.alpha_history) as data:
-                self.history = {k: list(data[k][:initial_epoch]) for k in data.files}
+            data = load_npz(outputs.alpha_history, "alpha history", _RERUN)
+            self.history = {k: list(v[:initial_epoch]) for k, v in data.items()}
         if initial_epoch and os.path.isfile(outputs.metrics):
             with open(outputs.metrics) as f:
                 self.metrics_history = json.load(f).get("history", [])[:initial_epoch]
@@ -99,6 +111,7 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
     Writes the search files of ``RunFiles``; returns {'genotype', 'genotype_path', 'metrics', 'output_dir'}.
     """
     outputs = RunFiles(output_dir)
+    check_output_dir(output_dir, checkpoint.state_size_bytes(model))
     checkpoint.check_run_config(output_dir, config, resume)
     initial_epoch = 0
     if resume and checkpoint.has_state(output_dir):
@@ -111,22 +124,63 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
         logger = ArchitectureLogger(outputs, lineage, initial_epoch)
         model.fit(dataset(initial_epoch), epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                   verbose=verbose, callbacks=[
+                      NonFiniteGuard(SEARCH_RATE_FLAGS, outputs.state),  # first: a bad epoch writes nothing
                       keras.callbacks.TensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
                       logger, checkpoint.EpochCheckpoint(output_dir), *callbacks])
         history = logger.metrics_history
     else:
         history = json.load(open(outputs.metrics))["history"] if os.path.isfile(outputs.metrics) else []
     epochs_done = history[-1]["epoch"] if history else initial_epoch
-    genotype = model.genotype()
     alphas = model.alphas_numpy()
-    atomic_savez(outputs.alphas, alphas)
+    check_finite(alphas, f"The alphas of {output_dir} after epoch {epochs_done}", _DIVERGED)
+    genotype = model.genotype()
     metrics = {"history": history, "final": history[-1] if history else {}, "epochs_done": epochs_done,
                "wall_time_s": time.time() - start}
     write_json(outputs.metrics, metrics)
-    if epochs_done >= epochs:  # only a finished search publishes its genotype
+    if epochs_done >= epochs:  # only a finished search publishes its final alphas and genotype
+        atomic_savez(outputs.alphas, alphas)
         gt.save_genotype(genotype, outputs.genotype, {**lineage, "epoch": epochs_done})
     return {"genotype": genotype, "genotype_path": outputs.genotype, "metrics": metrics, "output_dir": output_dir,
             "alphas": alphas}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchAlphas:
+    """The alphas a search directory's genotype is derived from, and where they come from."""
+
+    alphas: Dict[str, np.ndarray]
+    finished: bool  # True: the final alphas (alphas.npz); False: an unfinished search's last epoch (alpha_history.npz)
+    epoch: Optional[int]  # the epochs finished when they were taken (None: not recorded)
+    epochs: Optional[int]  # the epochs the search was run for (run_config.json), if known
+    source: str  # the file read
+    primitives: Optional[List[str]]  # the candidate ops of the search (None: the default space)
+
+
+def load_search_alphas(search_dir: str) -> SearchAlphas:
+    """The final alphas of a finished search (``alphas.npz``), else those after the last finished epoch of a stopped
+    or killed one (the last row of ``alpha_history.npz``). Damaged files and non-finite alphas are refused."""
+    files = RunFiles(search_dir)
+    config: Dict[str, Any] = {}
+    if os.path.isfile(files.run_config):
+        with open(files.run_config) as f:
+            config = json.load(f)
+    epochs = config.get("epochs")
+    primitives = [p.strip() for p in config["primitives"].split(",") if p.strip()] if "primitives" in config else None
+    if os.path.isfile(files.alphas):
+        alphas = load_npz(files.alphas, "alpha file", f"run the search again, or restore a copy of {files.alphas}.")
+        found = SearchAlphas(alphas, True, epochs, epochs, files.alphas, primitives)
+    elif os.path.isfile(files.alpha_history):
+        history = load_npz(files.alpha_history, "alpha history", _RERUN + ".")
+        done = min((len(v) for v in history.values()), default=0)
+        if not done:
+            raise ValueError(f"{files.alpha_history} holds no finished epoch: nothing to derive a genotype from.")
+        found = SearchAlphas({k: v[done - 1] for k, v in history.items()}, False, done, epochs, files.alpha_history,
+                             primitives)
+    else:
+        raise FileNotFoundError(f"{files.alphas} does not exist, nor {files.alpha_history}: --search_dir must be a "
+                                f"darts-search or darts-rnn-search output directory with at least one finished epoch.")
+    check_finite(found.alphas, f"The alphas in {found.source}", _DIVERGED)
+    return found
 
 
 def run_random_search(output_dir: str, kind: str = "cnn", num_samples: int = 8, seed: int = 0) -> Dict[str, Any]:

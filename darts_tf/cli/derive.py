@@ -4,42 +4,39 @@
 
 Reads ``alphas.npz`` and ``run_config.json`` (for the candidate ops) written by darts-search or darts-rnn-search,
 keeps the top-k predecessors per node (k=2 for CNN cells, 1 for RNN cells by default), writes ``genotype.json``
-and the Graphviz pictures (the pipeline's `derive` stage does the same on artifacts).
+and the Graphviz pictures (the pipeline's `derive` stage does the same on artifacts). A search that did not finish
+(stopped or killed: no ``alphas.npz``) is derived from its last finished epoch's alphas (``alpha_history.npz``), and
+says so on stderr and in the genotype's metadata; non-finite alphas (a diverged search) are refused.
 """
 
-import json
 import os
+import sys
+from typing import Tuple
 
-import numpy as np
 from absl import app, flags
 
 from darts_tf import genotypes as gt
+from darts_tf.io_utils import check_output_dir
 from darts_tf.run_files import RunFiles
+from darts_tf.search import SearchAlphas, load_search_alphas
 from darts_tf.cli import common
 
-flags.DEFINE_string("search_dir", None, "A darts-search / darts-rnn-search output directory (alphas.npz).")
+flags.DEFINE_string("search_dir", None, "A darts-search / darts-rnn-search output directory (alphas.npz; an unfinished "
+                    "search's alpha_history.npz).")
 flags.DEFINE_string("output_dir", None, "Where to write genotype.json and the cell pictures.")
 flags.DEFINE_integer("k", None, "Predecessors kept per node (default: 2 for CNN, 1 for RNN).")
 flags.DEFINE_list("formats", ["png", "pdf"], "Picture formats.")
 FLAGS = flags.FLAGS
 
 
-def derive_search_dir(search_dir: str, k=None) -> gt.AnyGenotype:
-    """The genotype the final alphas of `search_dir` encode."""
-    files = RunFiles(search_dir)
-    path = files.alphas
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist: --search_dir must be a finished darts-search or "
-                                f"darts-rnn-search output directory.")
-    with np.load(path) as data:
-        alphas = {name: data[name] for name in data.files}
-    config_path = files.run_config
-    config = json.load(open(config_path)) if os.path.isfile(config_path) else {}
-    primitives = [p.strip() for p in config["primitives"].split(",") if p.strip()] if "primitives" in config else None
+def derive_search_dir(search_dir: str, k=None) -> Tuple[gt.AnyGenotype, SearchAlphas]:
+    """The genotype the alphas of `search_dir` encode (the final ones, or an unfinished search's last epoch's), and
+    those alphas with where they come from."""
+    found = load_search_alphas(search_dir)
     try:
-        return gt.derive_from_alphas(alphas, primitives=primitives, k=k)
+        return gt.derive_from_alphas(found.alphas, primitives=found.primitives, k=k), found
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise ValueError(f"{found.source}: {e}") from e
 
 
 def main(argv):
@@ -48,11 +45,17 @@ def main(argv):
         raise ValueError("--search_dir and --output_dir are required.")
     if FLAGS.k is not None and FLAGS.k < 1:
         raise ValueError(f"--k must be >= 1. Received: k={FLAGS.k}")
+    check_output_dir(FLAGS.output_dir)
     from darts_tf.visualize import plot_genotype
 
-    genotype = derive_search_dir(FLAGS.search_dir, FLAGS.k)
+    genotype, found = derive_search_dir(FLAGS.search_dir, FLAGS.k)
+    if not found.finished:
+        print(f"note: {FLAGS.search_dir} is an unfinished search (no alphas.npz): derived from the alphas after epoch "
+              f"{found.epoch}{f' of {found.epochs}' if found.epochs else ''} ({found.source}).", file=sys.stderr)
     out = RunFiles(FLAGS.output_dir).genotype
-    gt.save_genotype(genotype, out, {"stage": "derive", "search_dir": os.path.abspath(FLAGS.search_dir)})
+    gt.save_genotype(genotype, out, {"stage": "derive", "search_dir": os.path.abspath(FLAGS.search_dir),
+                                     "alphas": os.path.abspath(found.source), "epoch": found.epoch,
+                                     "finished": found.finished})
     for p in [out, *plot_genotype(genotype, FLAGS.output_dir, formats=tuple(FLAGS.formats))]:
         print(p)
 
