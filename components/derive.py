@@ -26,8 +26,13 @@ PARAMETERS: dict = {}
 def derive_from_search(search: artifacts.SearchRunArtifact):
     """The genotype the search run's final alphas encode (top-2 edges per node for CNN, top-1 for RNN)."""
     from darts_tf import genotypes as gt
+    from darts_tf.guards import NonFiniteError, check_finite
 
     alphas = search.alphas()
+    try:
+        check_finite(alphas, "its alphas", "The search diverged: no genotype is derived from them.")
+    except NonFiniteError as e:
+        raise artifacts.ArtifactError(STAGE, search.path, str(e)) from e
     expected = common.task_of(search.kind, STAGE).alpha_names
     if sorted(alphas) != sorted(expected):
         raise artifacts.ArtifactError(STAGE, search.path, f"holds the alphas {', '.join(sorted(alphas)) or '(none)'}; "

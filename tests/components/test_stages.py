@@ -81,6 +81,21 @@ def test_derive_refuses_alphas_that_disagree_with_the_published_genotype(tmp_pat
     assert not os.path.exists(tmp_path / "g")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_derive_refuses_non_finite_alphas(tmp_path, search_run, bad):
+    import shutil
+
+    copy = str(tmp_path / "search_run")
+    shutil.copytree(search_run.path, copy)
+    alphas = search_run.alphas()
+    alphas["alpha_reduce"][1, 2] = bad
+    np.savez(os.path.join(copy, "alphas.npz"), **alphas)
+    with pytest.raises(artifacts.ArtifactError,
+                       match=r"\[stage 'derive'\].*its alphas are not finite: alpha_reduce.*The search diverged"):
+        derive.run(copy, str(tmp_path / "g"), str(tmp_path / "p"))
+    assert not os.path.exists(tmp_path / "g")
+
+
 def test_select_picks_the_best_on_validation_and_records_the_table(root, dataset, derived):
     published = gt.CNN_GENOTYPES["DARTS_V2"]
     other = artifacts.write_genotype(str(root / "other" / "genotype"), published,
