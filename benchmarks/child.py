@@ -8,6 +8,8 @@ TensorFlow, Keras and darts_tf are imported only inside the functions that measu
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -94,8 +96,9 @@ def _rnn_search_model(cfg: BenchConfig):
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     # the paper's search settings (reference rnn/train_search.py)
-    model = RNNSearchNetwork(cfg.vocab_size, units=cfg.units, steps=cfg.nodes, seed=0, arch_mode=cfg.arch_mode,
-                             exact_recompute=cfg.exact_recompute, exact_hvp=cfg.exact_hvp)
+    bilevel = dataclasses.replace(RNNSearchNetwork.default_bilevel, mode=cfg.arch_mode,
+                                  exact_recompute=cfg.exact_recompute, exact_hvp=cfg.exact_hvp)
+    model = RNNSearchNetwork(cfg.vocab_size, units=cfg.units, steps=cfg.nodes, seed=0, bilevel=bilevel)
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(20.0), arch_optimizer=keras.optimizers.Adam(3e-3, 0.9, 0.999),
                   jit_compile=cfg.jit_compile)

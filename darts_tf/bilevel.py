@@ -3,15 +3,15 @@
 ``BilevelSearchModel.train_step`` takes ``{'train': batch, 'validation': batch}`` (the tunas
 ``_merge_datasets`` layout) and does, in order:
 
-1. the architecture step on the validation batch: alpha <- Adam(grad_alpha L_val + wd_alpha * alpha),
-   where grad_alpha is one of
-     * ``first_order``: grad_alpha L_val(w, alpha)  (xi = 0, eq. 5 with xi = 0);
-     * ``second_order_exact``: grad_alpha L_val(w', alpha) with w' = w - xi * (momentum * buf + grad_w L_train + wd * w)
-       differentiated *through* w' by nested ``tf.GradientTape`` (eq. 6 exactly, Hessian term included); the network
-       is evaluated at w' with Keras 3 ``stateless_call``, no variable is mutated;
-     * ``second_order_fd``: eq. 7-8, the Hessian-vector product by a central finite difference with
+1. the architecture step on the validation batch: alpha <- Adam(grad_alpha L_val + wd_alpha * alpha), where
+   grad_alpha is the function of ``ARCH_GRADIENTS`` that ``BilevelConfig.mode`` names:
+     * ``first_order_gradient``: grad_alpha L_val(w, alpha) (xi = 0);
+     * ``exact_gradient``: grad_alpha L_val(w', alpha) with w' = w - xi * (momentum * buf + grad_w L_train + wd * w)
+       differentiated *through* w' (eq. 6 exactly, i.e. eq. 7 with its Hessian term); the network is evaluated at w'
+       with Keras 3 ``stateless_call``, no variable is mutated;
+     * ``finite_difference_gradient``: eq. 7-8, the Hessian-vector product by a central finite difference with
        eps = 0.01 / ||grad_w' L_val(w', alpha)||.
-2. the weight step on the train batch: w <- SGD-momentum(clip(grad_w L_train) + wd * w).
+2. the weight step on the train batch: w <- SGD-momentum(clip(grad_w L_train) + wd * w) (``darts_tf.optim``).
 
 Weight decay is added to the gradient (PyTorch semantics, as the reference) rather than decoupled.
 Subclasses provide the network (``call``), ``arch_variables`` and how a batch becomes inputs and a loss.
@@ -19,26 +19,70 @@ Subclasses provide the network (``call``), ``arch_variables`` and how a batch be
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+import dataclasses
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
 
 from darts_tf.numerics import at_least_float32
+from darts_tf.optim import apply_weight_step
 
-ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")
+ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")  # the keys of ARCH_GRADIENTS
 TRAIN, VALIDATION = "train", "validation"
 EXACT_HVP_METHODS = ("reverse", "forward")
+ZERO = tf.UnconnectedGradients.ZERO
+
+# absl flag metadata of the search configs' bilevel fields (``darts_tf.cli.common`` makes an enum flag of `choices`)
+FLAG_METADATA = {
+    "arch_mode": {"choices": ARCH_MODES, "help": "Architecture gradient: first_order (xi = 0), second_order_exact "
+                                                 "(eq. 6-7) or second_order_fd (eq. 7-8, as the reference code)."},
+    "xi": {"help": "Unrolled step size for the second-order modes (default: the current weight learning rate)."},
+    "exact_recompute": {"help": "second_order_exact only: recompute the train batch's pass for the Hessian term after "
+                                "the validation pass (bit-identical; one more forward/backward, a much lower peak "
+                                "memory). --noexact_recompute keeps it instead (faster when memory allows)."},
+    "exact_hvp": {"choices": EXACT_HVP_METHODS,
+                  "help": "second_order_exact only: 'reverse' differentiates through the virtual step (reverse over "
+                          "reverse); 'forward' takes the Hessian-vector product forward over reverse (tf.autodiff."
+                          "ForwardAccumulator). Equal up to round-off; they differ in time and memory "
+                          "(benchmarks/RESULTS.md)."},
+}
 
 
-def check_arch_mode(mode: str) -> str:
-    if mode not in ARCH_MODES:
-        raise ValueError(f"Unknown architecture-gradient mode {mode!r}. Known: {', '.join(ARCH_MODES)}.")
-    return mode
+@dataclasses.dataclass(frozen=True)
+class BilevelConfig:
+    """The settings of the bilevel step, validated here and nowhere else; the search configs build it from their
+    flags (``SearchConfig.bilevel_config``) and the search network carries it unchanged."""
 
+    mode: str = "first_order"  # a key of ARCH_GRADIENTS
+    xi: Optional[float] = None  # the virtual step's size; None: the weights' current learning rate (paper footnote 1)
+    weight_decay: float = 3e-4  # L2 on w, added to its gradient (in the weight step and in the virtual step)
+    arch_weight_decay: float = 1e-3  # L2 on alpha, added to its gradient
+    grad_clip: Optional[float] = 5.0  # global-norm clip of grad_w in the weight step (None or 0: none)
+    # the same for the virtual step: the reference's RNN architect clips it (lr 20 would otherwise throw w' far away),
+    # its CNN architect does not (None)
+    unrolled_grad_clip: Optional[float] = None
+    fd_epsilon: float = 0.01  # second_order_fd: eps = fd_epsilon / ||grad_w' L_val|| (paper footnote 2)
+    # second_order_exact: recompute the virtual step's pass for the Hessian term instead of keeping it through the
+    # validation pass (one more forward/backward of the train batch, much lower peak memory; see benchmarks/)
+    exact_recompute: bool = True
+    # second_order_exact: the Hessian term by differentiating the virtual step ("reverse": reverse over reverse) or by
+    # ``alpha_hessian_vector_product`` ("forward": forward over reverse); equal up to round-off
+    exact_hvp: str = "reverse"
 
-def _zeros_for_none(grads, variables):
-    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    def __post_init__(self):
+        if self.mode not in ARCH_MODES:
+            raise ValueError(f"Unknown architecture-gradient mode {self.mode!r}. Known: {', '.join(ARCH_MODES)}.")
+        if self.xi is not None and self.xi < 0:
+            raise ValueError(f"xi must be >= 0 (the unrolled step size). Received: xi={self.xi}")
+        if self.fd_epsilon <= 0:
+            raise ValueError(f"fd_epsilon must be > 0 (eps = fd_epsilon / ||grad_w' L_val||). Received: {self.fd_epsilon}")
+        if self.exact_hvp not in EXACT_HVP_METHODS:
+            raise ValueError(f"--exact_hvp must be one of {', '.join(EXACT_HVP_METHODS)}. "
+                             f"Received: exact_hvp={self.exact_hvp!r}")
+        for name, kind in (("weight_decay", float), ("arch_weight_decay", float), ("fd_epsilon", float),
+                           ("exact_recompute", bool)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
 
 class BilevelSearchModel(keras.Model):
@@ -49,40 +93,28 @@ class BilevelSearchModel(keras.Model):
     Use ``compile(optimizer=<weights' SGD>, arch_optimizer=<alphas' Adam>)``; the model must be built first.
     """
 
-    def __init__(self, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 3e-4,
-                 arch_weight_decay: float = 1e-3, grad_clip: float = 5.0,
-                 fd_epsilon: float = 0.01, unrolled_grad_clip: Optional[float] = None, exact_recompute: bool = True,
-                 exact_hvp: str = "reverse", **kwargs):
+    default_bilevel = BilevelConfig()  # the settings when the constructor is given none
+    supports_forward_hvp = True  # False where tf.autodiff.ForwardAccumulator cannot run the network (RNN loop)
+    reports_accuracy = True  # False for networks without an accuracy (language models): only losses are logged
+
+    def __init__(self, bilevel: Optional[BilevelConfig] = None, **kwargs):
         super().__init__(**kwargs)
-        self.arch_mode = check_arch_mode(arch_mode)
-        if xi is not None and xi < 0:
-            raise ValueError(f"xi must be >= 0 (the unrolled step size). Received: xi={xi}")
-        self.xi = xi
-        self.weight_decay = float(weight_decay)
-        self.arch_weight_decay = float(arch_weight_decay)
-        self.grad_clip = grad_clip
-        if fd_epsilon <= 0:
-            raise ValueError(f"fd_epsilon must be > 0 (eps = fd_epsilon / ||grad_w' L_val||). Received: {fd_epsilon}")
-        self.fd_epsilon = float(fd_epsilon)
-        # The reference's RNN architect clips grad_w L_train to the weights' clip norm before the virtual step
-        # (lr 20 would otherwise throw w' far away); the CNN architect does not clip (None).
-        self.unrolled_grad_clip = unrolled_grad_clip
-        # exact mode: recompute the virtual step's pass for the Hessian term instead of keeping it through the
-        # validation pass (one more forward/backward of the train batch, much lower peak memory; see benchmarks/)
-        self.exact_recompute = bool(exact_recompute)
-        # exact mode: the Hessian term by differentiating the virtual step ("reverse": reverse over reverse) or by
-        # ``alpha_hessian_vector_product`` ("forward": forward over reverse); equal up to round-off
-        if exact_hvp not in EXACT_HVP_METHODS:
-            raise ValueError(f"exact_hvp must be one of {EXACT_HVP_METHODS}. Received: exact_hvp={exact_hvp!r}")
-        if exact_hvp == "forward" and not self.supports_forward_hvp:
+        self.bilevel = self.default_bilevel if bilevel is None else bilevel
+        if self.bilevel.exact_hvp == "forward" and not self.supports_forward_hvp:
             raise ValueError(f"exact_hvp='forward' is not available for {type(self).__name__}: TensorFlow's forward-mode "
                              f"autodiff does not go through its time loop. Use exact_hvp='reverse' (the default).")
-        self.exact_hvp = exact_hvp
         self.arch_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.val_loss_tracker = keras.metrics.Mean(name="val_loss")
         self.acc_tracker = keras.metrics.Mean(name="accuracy")
         self.val_acc_tracker = keras.metrics.Mean(name="val_accuracy")
+
+    def get_config(self):
+        return {"bilevel": dataclasses.asdict(self.bilevel), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "bilevel": BilevelConfig(**config["bilevel"])})
 
     # ----------------------------------------------------------------- to override
     @property
@@ -127,9 +159,6 @@ class BilevelSearchModel(keras.Model):
         self._arch_positions = [i for i, v in enumerate(trainable) if id(v) in arch]
         self._weight_positions = [i for i, v in enumerate(trainable) if id(v) not in arch]
 
-    supports_forward_hvp = True  # False where tf.autodiff.ForwardAccumulator cannot run the network (RNN loop)
-    reports_accuracy = True  # False for networks without an accuracy (language models): only losses are logged
-
     @property
     def metrics(self):
         if not self.reports_accuracy:
@@ -138,6 +167,12 @@ class BilevelSearchModel(keras.Model):
 
     def current_learning_rate(self):
         return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+    def unrolled_step_size(self, xi=None) -> tf.Tensor:
+        """xi of eq. 6: `xi` if given, else the config's, else the current weight learning rate (paper footnote 1)."""
+        if xi is not None:
+            return xi
+        return self.current_learning_rate() if self.bilevel.xi is None else tf.constant(self.bilevel.xi, tf.float32)
 
     def _momentum_terms(self, weights) -> List[Any]:
         """momentum * buf in w's units: Keras SGD keeps m = momentum*m - lr*g and steps w += m."""
@@ -162,17 +197,24 @@ class BilevelSearchModel(keras.Model):
                                          self.search_inputs(batch, stream), training=True)
         return self.search_loss(batch, outputs, stream), outputs
 
+    def search_pass(self, batch, stream: str) -> Tuple[tf.Tensor, Any]:
+        """(loss, outputs) of the network as it is (its variables) on `batch`."""
+        outputs = self(self.search_inputs(batch, stream), training=True)
+        return self.search_loss(batch, outputs, stream), outputs
+
     def unrolled_clip_coefficient(self, grads) -> tf.Tensor:
         """min(1, clip / ||grad||) for the virtual step (1 without `unrolled_grad_clip`); a constant for autodiff,
         as the reference computes it on detached gradients."""
-        if not self.unrolled_grad_clip:
+        clip = self.bilevel.unrolled_grad_clip
+        if not clip:
             return tf.constant(1.0, grads[0].dtype)
         norm = tf.linalg.global_norm(grads)
-        return tf.stop_gradient(tf.minimum(tf.cast(1.0, norm.dtype), self.unrolled_grad_clip / (norm + 1e-6)))
+        return tf.stop_gradient(tf.minimum(tf.cast(1.0, norm.dtype), clip / (norm + 1e-6)))
 
     def unrolled_weights(self, weights, grads, xi) -> List[tf.Tensor]:
         """w' = w - xi * (momentum * buf + grad + wd * w): one virtual step of the weight optimizer (eq. 6)."""
-        return [w + m - xi * (g + self.weight_decay * w) for w, g, m in zip(weights, grads, self._momentum_terms(weights))]
+        wd = self.bilevel.weight_decay
+        return [w + m - xi * (g + wd * w) for w, g, m in zip(weights, grads, self._momentum_terms(weights))]
 
     def virtual_step(self, weights, arch, train_batch, xi) -> Tuple[List[tf.Tensor], tf.Tensor]:
         """(w', clip coefficient): w' = w - xi * (momentum * buf + c * grad_w L_train(w, alpha) + wd * w).
@@ -182,7 +224,7 @@ class BilevelSearchModel(keras.Model):
         with tf.GradientTape() as inner:
             inner.watch(weights)
             train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
-        g = inner.gradient(train_loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        g = inner.gradient(train_loss, weights, unconnected_gradients=ZERO)
         clip = self.unrolled_clip_coefficient(g)
         return self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype)), clip
 
@@ -196,82 +238,15 @@ class BilevelSearchModel(keras.Model):
         found to drop a Hessian term (``darts_tf.numerics.moments``).
         """
         with tf.autodiff.ForwardAccumulator(primals=weights, tangents=vector) as acc:
-            with tf.GradientTape() as tape:
-                tape.watch(arch)
-                loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
-            grads = tape.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = train_alpha_gradient(self, weights, arch, train_batch)
+        return acc.jvp(grads, unconnected_gradients=ZERO)
 
     # ----------------------------------------------------------------- the architecture gradient
     def unrolled_alpha_gradient(self, train_batch, val_batch, mode: Optional[str] = None,
                                 xi: Optional[tf.Tensor] = None) -> Tuple[List[tf.Tensor], tf.Tensor, Any]:
-        """grad_alpha of the validation loss for `mode`; returns (grads, L_val, validation outputs)."""
-        mode = check_arch_mode(mode or self.arch_mode)
-        arch = [a.value for a in self.arch_variables]
-        if mode == "first_order":
-            with tf.GradientTape() as tape:
-                tape.watch(arch)
-                outputs = self(self.search_inputs(val_batch, VALIDATION), training=True)
-                loss = self.search_loss(val_batch, outputs, VALIDATION)
-            grads = tape.gradient(loss, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return grads, loss, outputs
-
-        if xi is None:
-            xi = self.current_learning_rate() if self.xi is None else tf.constant(self.xi, tf.float32)
-        weights = [w.value for w in self.weight_variables]
-        exact = mode == "second_order_exact"
-        # 1. the virtual step w' = w - xi * (... + c * grad_w L_train(w, alpha)); in the exact mode `outer` (watching
-        #    alpha) records it, inner gradient included, so that dw'/dalpha can be taken through it in step 3.
-        keep_tape = exact and not self.exact_recompute and self.exact_hvp == "reverse"
-        with tf.GradientTape() as outer:
-            if keep_tape:  # a tape that watches nothing records nothing
-                outer.watch(arch)
-            w_prime, clip = self.virtual_step(weights, arch, train_batch, xi)
-        # 2. L_val(w', alpha) and its gradients at w' (grad_w' and the direct grad_alpha); w' is a constant here.
-        w_prime_values = [tf.stop_gradient(w) for w in w_prime]
-        with tf.GradientTape() as tape:
-            tape.watch(w_prime_values)
-            tape.watch(arch)
-            loss, outputs = self.loss_at(w_prime_values, arch, val_batch, VALIDATION)
-        d_all = tape.gradient(loss, w_prime_values + list(arch), unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        d_w, d_alpha = d_all[: len(w_prime)], d_all[len(w_prime):]
-        # 3. + (dw'/dalpha)^T grad_w' L_val = - xi * c * grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val (eq. 7)
-        if exact and not keep_tape:
-            # the train pass of the Hessian term is (re)computed only once the validation pass is done (control
-            # dependency), so that its activations and the validation pass's are never held at the same time
-            with tf.control_dependencies(d_w):
-                weights = [tf.identity(w) for w in weights]
-        if exact and self.exact_hvp == "forward":
-            hvp = self.alpha_hessian_vector_product(weights, arch, train_batch, d_w)
-            return [da - tf.cast(xi, da.dtype) * tf.cast(clip, da.dtype) * h for da, h in zip(d_alpha, hvp)], loss, outputs
-        if exact:
-            # exactly, by differentiating the recorded virtual step (reverse over reverse); by the chain rule this is
-            # grad_alpha L_val(w'(alpha), alpha) (eq. 6), with the validation pass kept out of the second-order graph
-            if not keep_tape:
-                # recompute the virtual step under a tape (after the validation pass, ordered above). Bit-identical:
-                # loss_at uses the same BatchNorm batch statistics and dropout seeds every time.
-                with tf.GradientTape() as outer:
-                    outer.watch(arch)
-                    w_prime, _ = self.virtual_step(weights, arch, train_batch, xi)
-            through_w = outer.gradient(w_prime, arch, output_gradients=d_w,
-                                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            return [da + dt for da, dt in zip(d_alpha, through_w)], loss, outputs
-        # by the central finite difference of eq. 8, eps = fd_epsilon / ||grad_w' L_val||
-        eps = self.fd_epsilon / (tf.linalg.global_norm(d_w) + 1e-12)
-
-        def train_alpha_grad(sign):
-            shifted = [w + sign * tf.cast(eps, w.dtype) * d for w, d in zip(weights, d_w)]
-            with tf.GradientTape() as t:
-                t.watch(arch)
-                l, _ = self.loss_at(shifted, arch, train_batch, TRAIN)
-            return t.gradient(l, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-
-        g_plus = train_alpha_grad(1.0)
-        with tf.control_dependencies(g_plus):  # one after the other: two passes at once would double the peak memory
-            g_minus = train_alpha_grad(-1.0)
-        grads = [da - tf.cast(xi, da.dtype) * tf.cast(clip, da.dtype) * (gp - gm) / (2.0 * tf.cast(eps, da.dtype))
-                 for da, gp, gm in zip(d_alpha, g_plus, g_minus)]
-        return grads, loss, outputs
+        """grad_alpha of the validation loss by ``ARCH_GRADIENTS[mode]`` (default: the config's mode; the tests compare
+        modes on one model); returns (grads, L_val, validation outputs)."""
+        return ARCH_GRADIENTS[mode or self.bilevel.mode](self, train_batch, val_batch, xi)
 
     # ----------------------------------------------------------------- Keras hooks
     @staticmethod
@@ -284,23 +259,22 @@ class BilevelSearchModel(keras.Model):
 
     def train_step(self, data):
         train_batch, val_batch = self._split(data)
-        # 1. architecture step on the validation batch
+
+        # ---- architecture step, on the validation batch: alpha <- arch_optimizer(grad_alpha L_val + wd_alpha * alpha)
         alpha_grads, val_loss, val_outputs = self.unrolled_alpha_gradient(train_batch, val_batch)
         self.update_stream_state(val_outputs, VALIDATION)
-        alpha_grads = [g + self.arch_weight_decay * a for g, a in zip(alpha_grads, self.arch_variables)]
+        alpha_grads = [g + self.bilevel.arch_weight_decay * a for g, a in zip(alpha_grads, self.arch_variables)]
         self.arch_optimizer.apply(alpha_grads, self.arch_variables)
-        # 2. weight step on the train batch
+
+        # ---- weight step, on the train batch: w <- optimizer(clip(grad_w L_train) + wd * w)
         weights = self.weight_variables
         with tf.GradientTape() as tape:
-            outputs = self(self.search_inputs(train_batch, TRAIN), training=True)
-            loss = self.search_loss(train_batch, outputs, TRAIN)
-        grads = _zeros_for_none(tape.gradient(loss, weights), weights)
-        if self.grad_clip:
-            grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
-        grads = [g + self.weight_decay * w for g, w in zip(grads, weights)]
-        lr = self.current_learning_rate()
-        self.optimizer.apply(grads, weights)
+            loss, outputs = self.search_pass(train_batch, TRAIN)
+        lr = self.current_learning_rate()  # the step's, before apply() moves the schedule on
+        apply_weight_step(self.optimizer, tape.gradient(loss, weights), weights, self.bilevel.grad_clip,
+                          self.bilevel.weight_decay)
         self.update_stream_state(outputs, TRAIN)
+
         self._track(train_batch, outputs, loss, val_batch, val_outputs, val_loss)
         logs = {m.name: m.result() for m in self.metrics}
         logs["lr"] = lr
@@ -326,3 +300,149 @@ class BilevelSearchModel(keras.Model):
         if self.reports_accuracy:
             logs["accuracy"] = self.acc_tracker.result()
         return logs
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The architecture gradient, one function per mode: f(model, train_batch, val_batch, xi=None) -> (grads, L_val, outputs)
+# (``model`` a compiled BilevelSearchModel; xi None: ``model.unrolled_step_size()``). Each step of the second-order
+# gradient is a short function whose docstring is its formula, as quark0/darts' architect.
+
+def first_order_gradient(model, train_batch, val_batch, xi=None):
+    """grad_alpha L_val(w, alpha): eq. 7 with xi = 0 (sect. 2.3, "first-order approximation"), taking the current w
+    for w*(alpha) of eq. 5; `train_batch` and `xi` are not used."""
+    arch = [a.value for a in model.arch_variables]
+    with tf.GradientTape() as tape:
+        tape.watch(arch)
+        loss, outputs = model.search_pass(val_batch, VALIDATION)
+    return tape.gradient(loss, arch, unconnected_gradients=ZERO), loss, outputs
+
+
+class Unrolled(NamedTuple):
+    """What the second-order modes share (``unroll``): w, alpha, xi, the clip coefficient c, the virtual step w' and
+    the tape that recorded it, and the two gradients of L_val(w', alpha) in eq. 7."""
+
+    weights: List[tf.Tensor]
+    arch: List[tf.Tensor]
+    xi: tf.Tensor
+    clip: tf.Tensor
+    w_prime: List[tf.Tensor]
+    step_tape: tf.GradientTape  # records w'(alpha) only when unroll() was asked to
+    d_w: List[tf.Tensor]  # grad_w' L_val(w', alpha)
+    d_alpha: List[tf.Tensor]  # grad_alpha L_val(w', alpha), w' held constant
+    loss: tf.Tensor  # L_val(w', alpha)
+    outputs: Any
+
+
+def unroll(model, train_batch, val_batch, xi=None, record_alpha: bool = False) -> Unrolled:
+    """w' = w - xi * (momentum * buf + c * grad_w L_train(w, alpha) + wd * w) (eq. 6), then grad_w' L_val(w', alpha) and
+    the direct grad_alpha L_val(w', alpha) with w' a constant (eq. 7's two gradients).
+
+    With `record_alpha` a tape watching alpha records the virtual step, inner gradient included, so that dw'/dalpha
+    can be taken through it afterwards (the exact mode's kept tape); a tape that watches nothing records nothing.
+    """
+    arch = [a.value for a in model.arch_variables]
+    xi = model.unrolled_step_size(xi)
+    weights = [w.value for w in model.weight_variables]
+    with tf.GradientTape() as step_tape:
+        if record_alpha:
+            step_tape.watch(arch)
+        w_prime, clip = model.virtual_step(weights, arch, train_batch, xi)
+    w_prime_values = [tf.stop_gradient(w) for w in w_prime]
+    with tf.GradientTape() as tape:
+        tape.watch(w_prime_values)
+        tape.watch(arch)
+        loss, outputs = model.loss_at(w_prime_values, arch, val_batch, VALIDATION)
+    d_all = tape.gradient(loss, w_prime_values + list(arch), unconnected_gradients=ZERO)
+    return Unrolled(weights, arch, xi, clip, w_prime, step_tape, d_all[: len(w_prime)], d_all[len(w_prime):], loss,
+                    outputs)
+
+
+def train_alpha_gradient(model, weights, arch, train_batch) -> List[tf.Tensor]:
+    """grad_alpha L_train(weights, alpha)."""
+    with tf.GradientTape() as tape:
+        tape.watch(arch)
+        loss, _ = model.loss_at(weights, arch, train_batch, TRAIN)
+    return tape.gradient(loss, arch, unconnected_gradients=ZERO)
+
+
+def exact_gradient(model, train_batch, val_batch, xi=None):
+    """Eq. 6 differentiated exactly, which by the chain rule is eq. 7 with its Hessian term taken without approximation:
+
+        grad_alpha L_val(w', alpha) - xi * c * grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val(w', alpha),
+
+    w' = ``unroll``'s virtual step; the second term is (dw'/dalpha)^T grad_w' L_val, computed by the variant that
+    ``exact_variant`` picks from the config's exact_hvp and exact_recompute.
+    """
+    variant = exact_variant(model.bilevel)
+    u = unroll(model, train_batch, val_batch, xi, record_alpha=variant is exact_by_kept_tape)
+    return variant(model, u, train_batch), u.loss, u.outputs
+
+
+def exact_variant(config: BilevelConfig):
+    """The exact mode's Hessian term: forward over reverse, or reverse over reverse through the virtual step recomputed
+    (the default: less memory) or recorded by ``unroll`` (faster)."""
+    if config.exact_hvp == "forward":
+        return exact_by_forward_over_reverse
+    return exact_by_recompute if config.exact_recompute else exact_by_kept_tape
+
+
+def exact_by_kept_tape(model, u: Unrolled, train_batch) -> List[tf.Tensor]:
+    """grad_alpha L_val + (dw'/dalpha)^T grad_w' L_val through the virtual step that ``unroll`` recorded (reverse over
+    reverse); the validation pass stays out of the second-order graph."""
+    through_w = u.step_tape.gradient(u.w_prime, u.arch, output_gradients=u.d_w, unconnected_gradients=ZERO)
+    return [da + dt for da, dt in zip(u.d_alpha, through_w)]
+
+
+def exact_by_recompute(model, u: Unrolled, train_batch) -> List[tf.Tensor]:
+    """The same through the virtual step recomputed under a tape once the validation pass is done. Bit-identical to
+    the kept tape: ``loss_at`` uses the same BatchNorm batch statistics and dropout seeds every time."""
+    weights = _after_validation_pass(u)
+    with tf.GradientTape() as tape:
+        tape.watch(u.arch)
+        w_prime, _ = model.virtual_step(weights, u.arch, train_batch, u.xi)
+    through_w = tape.gradient(w_prime, u.arch, output_gradients=u.d_w, unconnected_gradients=ZERO)
+    return [da + dt for da, dt in zip(u.d_alpha, through_w)]
+
+
+def exact_by_forward_over_reverse(model, u: Unrolled, train_batch) -> List[tf.Tensor]:
+    """grad_alpha L_val - xi * c * grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val, the Hessian-vector product by
+    ``alpha_hessian_vector_product``."""
+    hvp = model.alpha_hessian_vector_product(_after_validation_pass(u), u.arch, train_batch, u.d_w)
+    return [da - tf.cast(u.xi, da.dtype) * tf.cast(u.clip, da.dtype) * h for da, h in zip(u.d_alpha, hvp)]
+
+
+def _after_validation_pass(u: Unrolled) -> List[tf.Tensor]:
+    """w, available only once grad_w' L_val is: the train pass of the Hessian term is (re)computed after the validation
+    pass (control dependency), so that its activations and the validation pass's are never held at the same time."""
+    with tf.control_dependencies(u.d_w):
+        return [tf.identity(w) for w in u.weights]
+
+
+def finite_difference_gradient(model, train_batch, val_batch, xi=None):
+    """Eq. 7 with the Hessian-vector product by the central difference of eq. 8:
+
+        grad_alpha L_val(w', alpha) - xi * c * (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)) / (2 eps)
+
+    with w+- = w +- eps * grad_w' L_val(w', alpha), eps = fd_epsilon / ||grad_w' L_val(w', alpha)|| (paper footnote 2),
+    and c the virtual step's clip coefficient (``unroll``).
+    """
+    u = unroll(model, train_batch, val_batch, xi)
+    eps = model.bilevel.fd_epsilon / (tf.linalg.global_norm(u.d_w) + 1e-12)
+
+    def train_alpha_gradient_at(sign):  # at w+ (sign 1) or w- (sign -1)
+        shifted = [w + sign * tf.cast(eps, w.dtype) * d for w, d in zip(u.weights, u.d_w)]
+        return train_alpha_gradient(model, shifted, u.arch, train_batch)
+
+    g_plus = train_alpha_gradient_at(1.0)
+    with tf.control_dependencies(g_plus):  # one after the other: two passes at once would double the peak memory
+        g_minus = train_alpha_gradient_at(-1.0)
+    grads = [da - tf.cast(u.xi, da.dtype) * tf.cast(u.clip, da.dtype) * (gp - gm) / (2.0 * tf.cast(eps, da.dtype))
+             for da, gp, gm in zip(u.d_alpha, g_plus, g_minus)]
+    return grads, u.loss, u.outputs
+
+
+ARCH_GRADIENTS = {
+    "first_order": first_order_gradient,
+    "second_order_exact": exact_gradient,
+    "second_order_fd": finite_difference_gradient,
+}

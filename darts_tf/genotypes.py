@@ -315,6 +315,24 @@ def resolve_genotype(name_or_path: str, kind: str = "cnn") -> AnyGenotype:
     return get_genotype(name_or_path, kind)
 
 
+def as_genotype(value: Union[AnyGenotype, Dict[str, Any], str], kind: str) -> AnyGenotype:
+    """The `kind` ('cnn' or 'rnn') genotype that `value` is or names: a genotype, its dict (``to_dict()`` or JSON
+    object), inline JSON text, a published name or the path of a genotype JSON file (``resolve_genotype``)."""
+    cls = _CLASSES[kind]
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, (Genotype, RecurrentGenotype)):
+        raise GenotypeError(f"Expected a {kind.upper()} genotype but the genotype has kind '{value.kind}'.")
+    if isinstance(value, dict):
+        return genotype_from_dict(value, kind=kind)
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        return genotype_from_json(value, kind=kind)
+    if isinstance(value, str) and value.strip():
+        return resolve_genotype(value, kind)
+    raise GenotypeError(f"genotype must be a published {kind.upper()} genotype name ({', '.join(sorted(_REGISTRY[kind]))}), "
+                        f"a genotype JSON file or inline JSON, a {cls.__name__} or its dict. Received: {value!r}")
+
+
 # --------------------------------------------------------------------------------------
 # Derivation (paper sect. 2.4) and the random-search baseline.
 

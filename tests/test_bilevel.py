@@ -1,19 +1,22 @@
 """The architecture gradient (paper eq. 5-8) against analytic values and between modes."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from darts_tf.bilevel import ARCH_MODES, BilevelSearchModel
+from darts_tf.bilevel import ARCH_GRADIENTS, ARCH_MODES, BilevelConfig, BilevelSearchModel
 from darts_tf.cnn.search_space import build_cnn_search_network
 
 
 class ToyBilevel(BilevelSearchModel):
     """Paper Figure 2: L_val = a*w - 2a + 1, L_train = w^2 - 2a*w + a^2 (optimum (w, a) = (1, 1))."""
 
-    def __init__(self, w0, a0, **kwargs):
-        super().__init__(weight_decay=0.0, arch_weight_decay=0.0, grad_clip=None, **kwargs)
+    def __init__(self, w0, a0, **bilevel):
+        super().__init__(bilevel=BilevelConfig(**{"weight_decay": 0.0, "arch_weight_decay": 0.0, "grad_clip": None,
+                                                  **bilevel}))
         self.w = self.add_weight(shape=(), initializer=keras.initializers.Constant(w0), name="w")
         self.a = self.add_weight(shape=(), initializer=keras.initializers.Constant(a0), name="a")
         self.built = True
@@ -37,7 +40,7 @@ class ToyBilevel(BilevelSearchModel):
 
 
 def _toy(mode, w0=2.0, a0=-1.0, xi=0.1, lr=0.1, momentum=0.0):
-    m = ToyBilevel(w0, a0, arch_mode=mode, xi=xi)
+    m = ToyBilevel(w0, a0, mode=mode, xi=xi)
     m.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum), arch_optimizer=keras.optimizers.SGD(lr))
     return m
 
@@ -100,7 +103,8 @@ def float64():
 
 
 def _tiny_supernet_gradients(dtype, xi, fd_epsilon, seed=1):
-    model = build_cnn_search_network((16, 16, 3), 10, C=4, num_layers=3, steps=2, multiplier=2, fd_epsilon=fd_epsilon,
+    model = build_cnn_search_network((16, 16, 3), 10, C=4, num_layers=3, steps=2, multiplier=2,
+                                     bilevel=BilevelConfig(fd_epsilon=fd_epsilon),
                                      primitives=["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                                                  "sep_conv_3x3", "dil_conv_3x3"])
     model.compile(optimizer=keras.optimizers.SGD(0.025, momentum=0.9), arch_optimizer=keras.optimizers.Adam(3e-4))
@@ -158,7 +162,7 @@ def test_exact_mode_equals_eq6_differentiated_end_to_end(float64, recompute):
     BatchNorm, momentum and weight decay."""
     model, train, val, _ = _tiny_supernet_gradients(float64, xi=0.5, fd_epsilon=1e-6, seed=2)
     model.train_step({"train": train, "validation": val})  # fills the SGD momentum buffers used by the virtual step
-    model.exact_recompute = recompute
+    model.bilevel = dataclasses.replace(model.bilevel, exact_recompute=recompute)
     exact = model.unrolled_alpha_gradient(train, val, mode="second_order_exact", xi=tf.constant(0.5, float64))[0]
     arch = [a.value for a in model.arch_variables]
     weights = [w.value for w in model.weight_variables]
@@ -184,9 +188,9 @@ def test_exact_mode_equals_forward_over_reverse_hessian_vector_product(float64, 
     model.train_step({"train": train, "validation": val})  # fills the SGD momentum buffers used by the virtual step
     xi = tf.constant(0.5, float64)
     reverse = [np.asarray(g) for g in model.unrolled_alpha_gradient(train, val, mode="second_order_exact", xi=xi)[0]]
-    model.exact_hvp = "forward"
+    model.bilevel = dataclasses.replace(model.bilevel, exact_hvp="forward")
     forward = [np.asarray(g) for g in model.unrolled_alpha_gradient(train, val, mode="second_order_exact", xi=xi)[0]]
-    model.exact_hvp = "reverse"
+    model.bilevel = dataclasses.replace(model.bilevel, exact_hvp="reverse")
     first = [np.asarray(g) for g in model.unrolled_alpha_gradient(train, val, mode="first_order")[0]]
     for r, f, g in zip(reverse, forward, first):
         scale = np.abs(r - g).max()
@@ -204,7 +208,7 @@ def test_paper_settings_float32_gradients_are_finite_and_close():
 
 def test_bad_mode_and_compile_errors():
     with pytest.raises(ValueError, match="Unknown architecture-gradient mode 'second'. Known: first_order"):
-        ToyBilevel(0.0, 0.0, arch_mode="second")
+        ToyBilevel(0.0, 0.0, mode="second")
     m = ToyBilevel(0.0, 0.0)
     with pytest.raises(ValueError, match="arch_optimizer="):
         m.compile(optimizer=keras.optimizers.SGD(0.1))
@@ -217,6 +221,33 @@ def test_unrolled_step_clips_the_inner_gradient_as_the_rnn_reference():
     c = clip / g
     analytic = (w - xi * c * g) + 2 * xi * c * a - 2
     for mode in ("second_order_exact", "second_order_fd"):
-        m = ToyBilevel(w, a, arch_mode=mode, xi=xi, unrolled_grad_clip=clip)
+        m = ToyBilevel(w, a, mode=mode, xi=xi, unrolled_grad_clip=clip)
         m.compile(optimizer=keras.optimizers.SGD(0.1), arch_optimizer=keras.optimizers.SGD(0.1))
         assert float(m.unrolled_alpha_gradient(None, None)[0][0]) == pytest.approx(analytic, abs=1e-3), mode
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(mode="second"), r"Unknown architecture-gradient mode 'second'. Known: first_order, second_order_exact, "
+                          r"second_order_fd."),
+    (dict(xi=-0.1), r"xi must be >= 0 \(the unrolled step size\). Received: xi=-0.1"),
+    (dict(fd_epsilon=0.0), r"fd_epsilon must be > 0 \(eps = fd_epsilon / \|\|grad_w' L_val\|\|\). Received: 0.0"),
+    (dict(exact_hvp="sideways"), r"--exact_hvp must be one of reverse, forward. Received: exact_hvp='sideways'"),
+])
+def test_bilevel_config_is_validated_once_when_made(settings, message):
+    with pytest.raises(ValueError, match=message):
+        BilevelConfig(**settings)
+
+
+def test_every_mode_has_its_gradient_function():
+    assert tuple(ARCH_GRADIENTS) == ARCH_MODES
+    assert [f.__name__ for f in ARCH_GRADIENTS.values()] == ["first_order_gradient", "exact_gradient",
+                                                             "finite_difference_gradient"]
+
+
+def test_search_network_carries_its_bilevel_config_through_get_config():
+    bilevel = BilevelConfig(mode="second_order_fd", xi=0.01, weight_decay=1e-4, fd_epsilon=0.02, exact_recompute=False)
+    model = build_cnn_search_network((8, 8, 3), 10, C=2, num_layers=3, steps=1, multiplier=1, bilevel=bilevel,
+                                     primitives=["none", "skip_connect"])
+    assert model.bilevel is bilevel
+    clone = type(model).from_config(model.get_config())
+    assert clone.bilevel == bilevel and clone.get_config() == model.get_config()

@@ -128,3 +128,32 @@ def test_derive_from_alphas_picks_the_cell_kind_from_the_saved_names():
     assert gt.derive_from_alphas(rnn) == gt.derive_recurrent_genotype(rnn["alpha_recurrent"])
     with pytest.raises(ValueError, match=r"alphas hold \['a', 'b'\]; expected alpha_normal and alpha_reduce"):
         gt.derive_from_alphas({"a": rnn["alpha_recurrent"], "b": rnn["alpha_recurrent"]})
+
+
+@pytest.mark.parametrize("kind, name", [("cnn", "DARTS_V2"), ("rnn", "DARTS_V1")])
+def test_as_genotype_takes_every_form_of_a_genotype(tmp_path, kind, name):
+    genotype = gt.get_genotype(name, kind)
+    path = str(tmp_path / "g.json")
+    gt.save_genotype(genotype, path)
+    for value in (genotype, genotype.to_dict(), name, path, gt.genotype_to_json(genotype),
+                  "  " + gt.genotype_to_json(genotype)):
+        assert gt.as_genotype(value, kind) == genotype
+
+
+def test_as_genotype_errors_name_what_was_received(tmp_path):
+    with pytest.raises(gt.GenotypeError, match="Expected a RNN genotype but the genotype has kind 'cnn'"):
+        gt.as_genotype(gt.CNN_GENOTYPES["DARTS_V2"], "rnn")
+    with pytest.raises(gt.GenotypeError, match="Expected a CNN genotype but the genotype has kind 'rnn'"):
+        gt.as_genotype(gt.RNN_GENOTYPES["DARTS_V2"].to_dict(), "cnn")
+    with pytest.raises(gt.GenotypeError, match=r"genotype must be a published RNN genotype name \(DARTS, DARTS_V1, "
+                                               r"DARTS_V2, ENAS\), a genotype JSON file or inline JSON, a "
+                                               r"RecurrentGenotype or its dict. Received: ''"):
+        gt.as_genotype("", "rnn")
+    with pytest.raises(gt.GenotypeError, match=r"a Genotype or its dict. Received: 3"):
+        gt.as_genotype(3, "cnn")
+    with pytest.raises(gt.GenotypeError, match="Genotype JSON does not parse"):
+        gt.as_genotype('{"recurrent": [', "rnn")
+    with pytest.raises(gt.GenotypeError, match="Unknown CNN genotype name 'DARTS_V9'"):
+        gt.as_genotype("DARTS_V9", "cnn")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gt.as_genotype(str(tmp_path / "missing.json"), "cnn")

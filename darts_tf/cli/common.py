@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -11,15 +12,23 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from absl import app, flags, logging
 
-from darts_tf.bilevel import ARCH_MODES
 from darts_tf.io_utils import atomic_write_text
+
+# The flags defined through these helpers belong to the script that calls them (its --help lists them), not to this
+# module (absl attributes a flag to the first module on the stack that has not disclaimed key flags).
+flags.disclaim_key_flags()
+
+
+def _define_enum(choices, name, default, text):
+    flags.DEFINE_enum(name, default, list(choices), text)
 
 
 def dataclass_flags(cls, help_texts: Optional[Dict[str, str]] = None,
                     skip=()) -> List[Tuple[Callable[..., Any], str, Any, str]]:
     """(DEFINE function, name, default, help) of one absl flag per dataclass field not yet defined, with the field's
-    default (so the dataclass stays the single source). absl lists a flag under the module that calls DEFINE, so a
-    script that wants the flags in its own --help calls `define(name, default, text)` itself."""
+    default (so the dataclass stays the single source). A field whose metadata has `choices` becomes an enum flag (absl
+    refuses any other value when it parses the command line); the help is `help_texts`', else the field metadata's
+    `help`. Call `define(name, default, text)`."""
     help_texts = help_texts or {}
     hints = typing.get_type_hints(cls)
     specs = []
@@ -30,24 +39,14 @@ def dataclass_flags(cls, help_texts: Optional[Dict[str, str]] = None,
         kind = hints[field.name]
         origin = typing.get_args(kind)
         base = next((a for a in origin if a is not type(None)), kind) if origin else kind
-        text = help_texts.get(field.name, field.name.replace("_", " "))
-        define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
-            base, flags.DEFINE_string)
+        text = help_texts.get(field.name) or field.metadata.get("help") or field.name.replace("_", " ")
+        if "choices" in field.metadata:
+            define = functools.partial(_define_enum, field.metadata["choices"])
+        else:
+            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
+                base, flags.DEFINE_string)
         specs.append((define, field.name, default, text))
     return specs
-
-
-# help of the search flags that the CNN and RNN search scripts share (the bilevel step's)
-BILEVEL_FLAG_HELP = {
-    "arch_mode": f"Architecture gradient: {', '.join(ARCH_MODES)}.",
-    "xi": "Unrolled step size for the second-order modes (default: the current weight learning rate).",
-    "exact_recompute": "second_order_exact only: recompute the train batch's pass for the Hessian term after the "
-                       "validation pass (bit-identical; one more forward/backward, a much lower peak memory). "
-                       "--noexact_recompute keeps it instead (faster when memory allows).",
-    "exact_hvp": "second_order_exact only (CNN): 'reverse' differentiates through the virtual step (reverse over "
-                 "reverse); 'forward' takes the Hessian-vector product forward over reverse (tf.autodiff."
-                 "ForwardAccumulator). Equal up to round-off; they differ in time and memory (benchmarks/RESULTS.md).",
-}
 
 
 def define_flags_from_dataclass(cls, help_texts: Optional[Dict[str, str]] = None, skip=()) -> None:

@@ -18,7 +18,6 @@ common.define_flags_from_dataclass(SearchConfig, {
     "units": "Embedding = hidden size.",
     "nodes": "Intermediate nodes of the recurrent cell.",
     "learning_rate": "SGD learning rate of the weights (no momentum), scaled per window by seq_len / bptt.",
-    **common.BILEVEL_FLAG_HELP,
     "tar_beta": "Temporal activation regularisation weight.",
     "resume": "Continue the run in --output_dir from its last finished epoch.",
     "deterministic": "Enable TensorFlow op determinism.",

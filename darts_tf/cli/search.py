@@ -19,7 +19,6 @@ common.define_flags_from_dataclass(SearchConfig, {
     "data_dir": "tfds data directory (default: tfds' own).",
     "download": "Let tfds download the dataset if it is not prepared in --data_dir.",
     "train_portion": "Share of the training split that trains w; the rest trains alpha.",
-    **common.BILEVEL_FLAG_HELP,
     "resume": "Continue the run in --output_dir from its last finished epoch.",
     "deterministic": "Enable TensorFlow op determinism (bitwise-reproducible on CPU).",
 })

@@ -17,6 +17,7 @@ from darts_tf import genotypes as gt
 from darts_tf.cnn.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, make_op
 from darts_tf.cnn.search_space import reduction_layers
 from darts_tf.numerics import at_least_float32
+from darts_tf.optim import apply_weight_step
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
@@ -99,16 +100,6 @@ class AuxiliaryHead(layers.Layer):
                 "second_bn": self.second_bn}
 
 
-def _as_genotype(genotype) -> gt.Genotype:
-    if isinstance(genotype, gt.Genotype):
-        return genotype
-    if isinstance(genotype, dict):
-        return gt.genotype_from_dict(genotype, kind="cnn")
-    if isinstance(genotype, str):
-        return gt.resolve_genotype(genotype, "cnn")
-    raise TypeError(f"genotype must be a Genotype, its dict, or a name/JSON path. Received: {type(genotype).__name__}")
-
-
 class _CellNetwork(keras.Model):
     """Shared training step of the evaluation networks: CE (+ label smoothing) + auxiliary_weight * CE(aux),
     gradient clipping, L2 weight decay added to the gradient (PyTorch semantics, as the reference)."""
@@ -116,7 +107,7 @@ class _CellNetwork(keras.Model):
     def __init__(self, genotype, num_classes: int, num_layers: int, auxiliary: bool, drop_path_prob: float = 0.0,
                  seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        self.genotype = _as_genotype(genotype)
+        self.genotype = gt.as_genotype(genotype, "cnn")
         self.num_classes, self.num_layers, self.auxiliary, self.seed = num_classes, num_layers, auxiliary, seed
         self.drop_path_prob = self.add_weight(shape=(), initializer=keras.initializers.Constant(drop_path_prob),
                                               trainable=False, name="drop_path_prob")
@@ -203,12 +194,8 @@ class _CellNetwork(keras.Model):
             if aux is not None and cfg["auxiliary_weight"]:
                 loss = loss + cfg["auxiliary_weight"] * self._ce(y, aux, cfg["label_smoothing"])
             scaled = loss / replicas
-        grads = tape.gradient(scaled, weights)
-        grads = [tf.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
-        if cfg["grad_clip"]:
-            grads, _ = tf.clip_by_global_norm(grads, cfg["grad_clip"])
-        grads = [g + cfg["weight_decay"] * w for g, w in zip(grads, weights)]
-        self.optimizer.apply(grads, weights)
+        apply_weight_step(self.optimizer, tape.gradient(scaled, weights), weights, cfg["grad_clip"],
+                          cfg["weight_decay"])
         return self._update_metrics(loss, y, logits)
 
     def test_step(self, data):

@@ -13,7 +13,8 @@ from absl import logging
 
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
-from darts_tf.bilevel import EXACT_HVP_METHODS, check_arch_mode
+from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
+from darts_tf.io_utils import check_output_dir
 from darts_tf.search import run_bilevel_search
 
 
@@ -33,10 +34,12 @@ class SearchConfig:
     primitives: str = ",".join(gt.CNN_PRIMITIVES)  # candidate ops (a subset restricts the space)
     seed: int = 2
     train_portion: float = 0.5
-    arch_mode: str = "first_order"
-    xi: Optional[float] = None  # None: the current weight learning rate, as the paper
-    exact_recompute: bool = True  # second_order_exact: recompute the train pass for the Hessian term (less memory)
-    exact_hvp: str = "reverse"  # second_order_exact: the Hessian term reverse over reverse, or "forward" over reverse
+    # the bilevel step's settings (with weight_decay, arch_weight_decay, grad_clip below): bilevel_config();
+    # flag help in darts_tf.bilevel.FLAG_METADATA
+    arch_mode: str = dataclasses.field(default="first_order", metadata=FLAG_METADATA["arch_mode"])
+    xi: Optional[float] = dataclasses.field(default=None, metadata=FLAG_METADATA["xi"])
+    exact_recompute: bool = dataclasses.field(default=True, metadata=FLAG_METADATA["exact_recompute"])
+    exact_hvp: str = dataclasses.field(default="reverse", metadata=FLAG_METADATA["exact_hvp"])
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
     momentum: float = 0.9
@@ -54,9 +57,7 @@ class SearchConfig:
     def validate(self) -> "SearchConfig":
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
-        check_arch_mode(self.arch_mode)
-        if self.exact_hvp not in EXACT_HVP_METHODS:
-            raise ValueError(f"--exact_hvp must be one of {', '.join(EXACT_HVP_METHODS)}. Received: exact_hvp={self.exact_hvp!r}")
+        self.bilevel_config()
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "init_channels": self.init_channels,
                     "layers": self.layers}
         for name, value in positive.items():
@@ -83,6 +84,12 @@ class SearchConfig:
             raise ValueError("--mixed_precision needs a GPU (float16 kernels); none is visible. Drop the flag on CPU.")
         return self
 
+    def bilevel_config(self) -> BilevelConfig:
+        """The search step's settings (the reference's CNN architect: no clip of the virtual step)."""
+        return BilevelConfig(mode=self.arch_mode, xi=self.xi, weight_decay=self.weight_decay,
+                             arch_weight_decay=self.arch_weight_decay, grad_clip=self.grad_clip,
+                             exact_recompute=self.exact_recompute, exact_hvp=self.exact_hvp)
+
     @property
     def primitive_list(self):
         return [p.strip() for p in self.primitives.split(",") if p.strip()]
@@ -99,9 +106,7 @@ def build_search_model(config: SearchConfig, input_shape, num_classes: int, step
         keras.mixed_precision.set_global_policy("mixed_float16")
     model = build_cnn_search_network(input_shape, num_classes, C=config.init_channels, num_layers=config.layers,
                                      steps=config.nodes, multiplier=config.nodes, primitives=config.primitive_list,
-                                     arch_mode=config.arch_mode, xi=config.xi, weight_decay=config.weight_decay,
-                                     arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip,
-                                     exact_recompute=config.exact_recompute, exact_hvp=config.exact_hvp)
+                                     bilevel=config.bilevel_config())
     return compile_search_model(model, config, steps_per_epoch)
 
 
@@ -125,6 +130,7 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     from darts_tf.data import images
 
     config.validate()
+    check_output_dir(config.output_dir)
     checkpoint.start_run(config.seed, config.deterministic)
     if data is None:
         data = images.load_image_data(config.dataset, config.data_dir, download=config.download)

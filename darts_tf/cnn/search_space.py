@@ -4,14 +4,14 @@ and the supernet whose architecture variables alpha_normal / alpha_reduce are tr
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 from keras import layers, ops
 
 from darts_tf import genotypes as gt
-from darts_tf.bilevel import BilevelSearchModel
+from darts_tf.bilevel import BilevelConfig, BilevelSearchModel
 from darts_tf.cnn.ops import FactorizedReduce, ReLUConvBN, batch_norm, make_op
 from darts_tf.numerics import at_least_float32
 
@@ -94,18 +94,20 @@ def reduction_layers(num_layers: int):
 
 
 class CNNSearchNetwork(BilevelSearchModel):
-    """The DARTS supernet for image classification (8 cells, C=16 in the paper's search)."""
+    """The DARTS supernet for image classification (8 cells, C=16 in the paper's search); `bilevel` is the search
+    step's settings (``BilevelSearchModel``)."""
 
     def __init__(self, C: int = 16, num_classes: int = 10, num_layers: int = 8, steps: int = gt.CNN_STEPS,
                  multiplier: int = gt.CNN_STEPS, stem_multiplier: int = 3, primitives: Sequence[str] = gt.CNN_PRIMITIVES,
-                 **kwargs):
-        super().__init__(**kwargs)
+                 bilevel: Optional[BilevelConfig] = None, **kwargs):
+        super().__init__(bilevel=bilevel, **kwargs)
         if num_layers < 3:
             raise ValueError(f"The supernet needs at least 3 cells (reductions at 1/3 and 2/3). Received: num_layers={num_layers}")
         if C < 2 or C % 2:
             raise ValueError(f"Initial channels must be an even integer >= 2. Received: C={C}")
         self.C, self.num_classes, self.num_layers = C, num_classes, num_layers
         self.steps, self.multiplier, self.primitives = steps, multiplier, tuple(primitives)
+        self.stem_multiplier = stem_multiplier
         self.stem = keras.Sequential([layers.Conv2D(stem_multiplier * C, 3, padding="same", use_bias=False),
                                       batch_norm(affine=True)], name="stem")
         self.cells = []
@@ -144,6 +146,11 @@ class CNNSearchNetwork(BilevelSearchModel):
 
     def alphas_numpy(self):
         return {"alpha_normal": np.asarray(self.alpha_normal.numpy()), "alpha_reduce": np.asarray(self.alpha_reduce.numpy())}
+
+    def get_config(self):
+        return {**super().get_config(), "C": self.C, "num_classes": self.num_classes, "num_layers": self.num_layers,
+                "steps": self.steps, "multiplier": self.multiplier, "stem_multiplier": self.stem_multiplier,
+                "primitives": list(self.primitives)}
 
 
 def build_cnn_search_network(input_shape, num_classes: int, **kwargs) -> CNNSearchNetwork:

@@ -26,7 +26,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from darts_tf.io_utils import save_model_atomic, write_json
+from darts_tf.guards import NonFiniteGuard
+from darts_tf.io_utils import check_output_dir, save_model_atomic, write_json
 from darts_tf.run_files import RunFiles
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
@@ -315,13 +316,10 @@ class _RunSpec:
     label_smoothing: float = 0.0
 
 
-def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[str, Any]:
-    cfg, source, out = spec.config, spec.source, spec.config.output_dir
-    files = RunFiles(out)
-    checkpoint.check_run_config(out, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
-    checkpoint.start_run(cfg.seed)
-    strategy = make_strategy(cfg.strategy)
-    with strategy.scope():
+def _build(spec: _RunSpec) -> keras.Model:
+    """The compiled network in the run's distribution strategy, every weight and optimizer slot built."""
+    cfg, source = spec.config, spec.source
+    with make_strategy(cfg.strategy).scope():
         model = spec.make_model()
         model.build((None,) + tuple(source.image_shape))
         optimizer = keras.optimizers.SGD(spec.make_schedule(source.steps_per_epoch), momentum=cfg.momentum)
@@ -329,68 +327,94 @@ def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[
                       weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip or None,
                       label_smoothing=spec.label_smoothing, jit_compile=cfg.jit_compile)
         optimizer.build(model.trainable_variables)
-    params = count_parameters(model)
-    logging.info("Genotype %s: %.3fM parameters (without the auxiliary head); %d train / %d %s examples, %d steps/epoch.",
-                 cfg.genotype, params / 1e6, source.train_size, source.eval_size, source.eval_split, source.steps_per_epoch)
+    return model
 
-    initial_epoch, meta = 0, {}
-    if cfg.resume and checkpoint.has_state(out):
-        meta = checkpoint.restore_state(out, model)
-        initial_epoch = int(meta["epochs_done"])
-        logging.info("Resuming %s from the end of epoch %d of %d.", out, initial_epoch, cfg.epochs)
-    elif cfg.resume:
-        logging.info("No checkpoint in %s: starting from epoch 0.", out)
 
-    start, wall_before = time.time(), float(meta.get("wall_time_s", 0.0))
+def _restore(cfg, model: keras.Model) -> Dict[str, Any]:
+    """The checkpoint's metadata after restoring it with --resume ({} for a fresh run)."""
+    if cfg.resume and checkpoint.has_state(cfg.output_dir):
+        meta = checkpoint.restore_state(cfg.output_dir, model)
+        logging.info("Resuming %s from the end of epoch %d of %d.", cfg.output_dir, int(meta["epochs_done"]), cfg.epochs)
+        return meta
+    if cfg.resume:
+        logging.info("No checkpoint in %s: starting from epoch 0.", cfg.output_dir)
+    return {}
+
+
+def _fit(spec: _RunSpec, model: keras.Model, meta: Dict[str, Any], callbacks) -> EpochScalars:
+    """`model.fit` from the checkpoint's epoch to the last, checkpointing every epoch; returns the epoch logger."""
+    cfg, source, files = spec.config, spec.source, RunFiles(spec.config.output_dir)
+    initial_epoch, start, wall_before = int(meta.get("epochs_done", 0)), time.time(), float(meta.get("wall_time_s", 0.0))
     scalars = EpochScalars()
     scalars.last_logs = dict(meta.get("last_logs", {}))
+    scalars.wall_time = lambda: wall_before + time.time() - start
 
     def extra(epoch):
-        return {"wall_time_s": wall_before + time.time() - start, "last_logs": scalars.last_logs}
+        return {"wall_time_s": scalars.wall_time(), "last_logs": scalars.last_logs}
 
     if initial_epoch < cfg.epochs:
-        eval_ds = source.eval_fn() if cfg.eval_every else None
         model.fit(source.train_fn(initial_epoch), epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=source.steps_per_epoch, validation_data=eval_ds,
+                  steps_per_epoch=source.steps_per_epoch, validation_data=source.eval_fn() if cfg.eval_every else None,
                   validation_freq=max(cfg.eval_every, 1), verbose=cfg.verbose, shuffle=False,
-                  callbacks=[DropPathSchedule(cfg.drop_path_prob, cfg.epochs), scalars,
-                             checkpoint.EpochCheckpoint(out, extra_fn=extra),
-                             keras.callbacks.TensorBoard(files.tensorboard, write_graph=False),
-                             *callbacks])
-    final = model.evaluate(source.eval_fn(), return_dict=True, verbose=0)
-    wall = wall_before + time.time() - start
+                  callbacks=[NonFiniteGuard(state_path=files.state), DropPathSchedule(cfg.drop_path_prob, cfg.epochs),
+                             scalars, checkpoint.EpochCheckpoint(cfg.output_dir, extra_fn=extra),
+                             keras.callbacks.TensorBoard(files.tensorboard, write_graph=False), *callbacks])
+    return scalars
 
-    split = source.eval_split
+
+def _final_metrics(spec: _RunSpec, model: keras.Model, scalars: EpochScalars) -> Dict[str, Any]:
+    """metrics.json: the last epoch's train loss/accuracy and top-1/top-5 on the eval split."""
+    cfg, source, split = spec.config, spec.source, spec.source.eval_split
+    final = model.evaluate(source.eval_fn(), return_dict=True, verbose=0)
+    top1, top5 = float(final["accuracy"]), float(final["top5_accuracy"])
     last = scalars.last_logs
-    metrics = {
-        "train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"),
-        "eval_split": split, f"{split}_loss": float(final["loss"]),
-        f"{split}_top1_accuracy": float(final["accuracy"]), f"{split}_top5_accuracy": float(final["top5_accuracy"]),
-        f"{split}_top1_error": 1.0 - float(final["accuracy"]), f"{split}_top5_error": 1.0 - float(final["top5_accuracy"]),
-        "eval_examples": source.eval_size, "params_M": params / 1e6, "epochs": cfg.epochs,
-        "wall_time_s": wall, "genotype": cfg.genotype, "dataset": cfg.dataset,
-    }
+    return {"train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"), "eval_split": split,
+            f"{split}_loss": float(final["loss"]), f"{split}_top1_accuracy": top1, f"{split}_top5_accuracy": top5,
+            f"{split}_top1_error": 1.0 - top1, f"{split}_top5_error": 1.0 - top5, "eval_examples": source.eval_size,
+            "params_M": count_parameters(model) / 1e6, "epochs": cfg.epochs, "wall_time_s": scalars.wall_time(),
+            "genotype": cfg.genotype, "dataset": cfg.dataset}
+
+
+def _write_outputs(spec: _RunSpec, model: keras.Model, metrics: Dict[str, Any]) -> None:
+    """model.keras, genotype.json, data_info.json, with --export the SavedModel, and metrics.json last."""
+    cfg, source, split, files = spec.config, spec.source, spec.source.eval_split, RunFiles(spec.config.output_dir)
     save_model_atomic(model, files.model)
     gt.save_genotype(spec.genotype, files.genotype, metadata={"source": cfg.genotype})
     write_json(files.data_info, {**source.info(), "dataset": cfg.dataset})
     if cfg.export:
         from darts_tf.cnn.export import export_saved_model
 
-        export_saved_model(model, files.saved_model, source.mean, source.std,
-                           class_names=source.class_names, image_shape=source.image_shape,
-                           metadata={"dataset": cfg.dataset, "genotype": cfg.genotype, **{k: metrics[k] for k in (
-                               f"{split}_top1_accuracy", f"{split}_top5_accuracy", "params_M", "epochs")}})
+        reported = (f"{split}_top1_accuracy", f"{split}_top5_accuracy", "params_M", "epochs")
+        export_saved_model(model, files.saved_model, source.mean, source.std, class_names=source.class_names,
+                           image_shape=source.image_shape,
+                           metadata={"dataset": cfg.dataset, "genotype": cfg.genotype, **{k: metrics[k] for k in reported}})
     write_json(files.metrics, metrics)
-    logging.info("%s top-1 error %.2f%%, top-5 error %.2f%% (%d examples); %.2fM params; %.0f s.", split,
-                 100 * metrics[f"{split}_top1_error"], 100 * metrics[f"{split}_top5_error"], source.eval_size,
-                 metrics["params_M"], wall)
+
+
+def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[str, Any]:
+    """The whole run: check the directory, build, restore, fit, evaluate, write the outputs; returns metrics.json."""
+    cfg, source = spec.config, spec.source
+    checkpoint.check_run_config(cfg.output_dir, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
+    checkpoint.start_run(cfg.seed)
+    model = _build(spec)
+    check_output_dir(cfg.output_dir, checkpoint.state_size_bytes(model))
+    logging.info("Genotype %s: %.3fM parameters (without the auxiliary head); %d train / %d %s examples, %d steps/epoch.",
+                 cfg.genotype, count_parameters(model) / 1e6, source.train_size, source.eval_size, source.eval_split,
+                 source.steps_per_epoch)
+    scalars = _fit(spec, model, _restore(cfg, model), callbacks)
+    metrics = _final_metrics(spec, model, scalars)
+    _write_outputs(spec, model, metrics)
+    logging.info("%s top-1 error %.2f%%, top-5 error %.2f%% (%d examples); %.2fM params; %.0f s.", source.eval_split,
+                 100 * metrics[f"{source.eval_split}_top1_error"], 100 * metrics[f"{source.eval_split}_top5_error"],
+                 source.eval_size, metrics["params_M"], metrics["wall_time_s"])
     return metrics
 
 
 def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
     """Trains NetworkCIFAR on `config.dataset` (paper A.2.1) and writes the run's artifacts; returns metrics.json."""
     config.validate()
-    genotype = gt.resolve_genotype(config.genotype, "cnn")
+    check_output_dir(config.output_dir)
+    genotype = gt.as_genotype(config.genotype, "cnn")
     augment = images.AugmentConfig(crop_padding=4, flip=True, cutout_length=config.cutout_length)
     source = _in_memory_source(images.load_image_data(config.dataset, config.data_dir), config.dataset,
                                config.data_dir, config.batch_size, config.epochs, config.seed,
@@ -409,7 +433,8 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
 def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
     """Transfer of a cell to ImageNet (paper A.2.3) or another image dataset; returns metrics.json."""
     config.validate()
-    genotype = gt.resolve_genotype(config.genotype, "cnn")
+    check_output_dir(config.output_dir)
+    genotype = gt.as_genotype(config.genotype, "cnn")
     if is_streamed_dataset(config.dataset):
         source = _streamed_source(config)
     else:

@@ -4,7 +4,6 @@ on its corpus."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -51,10 +50,15 @@ def evaluate_perplexity(model: RNNModel, batched_ids: np.ndarray, bptt: int) -> 
     return math.exp(evaluate_loss(model, batched_ids, bptt))
 
 
-def corpus_perplexities(model, corpus: Corpus, config) -> Dict[str, float]:
-    """Validation (eval_batch_size) and test (test_batch_size) perplexity with fixed bptt windows, as train.py."""
-    return {"valid_ppl": evaluate_perplexity(model, batchify(corpus.valid, config.eval_batch_size), config.bptt),
-            "test_ppl": evaluate_perplexity(model, batchify(corpus.test, config.test_batch_size), config.bptt)}
+def corpus_perplexities(model, corpus: Corpus, eval_batch_size: int, test_batch_size: int, bptt: int
+                        ) -> Dict[str, float]:
+    """Validation (`eval_batch_size`) and test (`test_batch_size`) perplexity with fixed `bptt` windows, as the
+    reference's train.py."""
+    return {"valid_ppl": evaluate_perplexity(model, batchify(corpus.valid, eval_batch_size), bptt),
+            "test_ppl": evaluate_perplexity(model, batchify(corpus.test, test_batch_size), bptt)}
+
+
+EVAL_SETTINGS = ("eval_batch_size", "test_batch_size", "bptt")  # what evaluation takes from a run's run_config.json
 
 
 def read_run_config(run_dir: str) -> Dict[str, Any]:
@@ -82,10 +86,10 @@ def evaluate(model_path: str, data_dir: Optional[str] = None) -> Dict[str, Any]:
     """Valid and test perplexity of a run's model.keras on its corpus (data_dir and batch sizes from the run)."""
     run_dir = run_dir_of(model_path)
     run = read_run_config(run_dir)
-    from darts_tf.rnn.train import TrainConfig  # train imports this module
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in run.items() if k in fields})
+    missing = [k for k in EVAL_SETTINGS if k not in run]
+    if missing:
+        raise ValueError(f"{RunFiles(run_dir).run_config} has no {', '.join(missing)}: it was not written by "
+                         "darts-rnn-train; pass the output directory of a darts-rnn-train run.")
     model = load_model(model_path)
     corpus = load_corpus(data_dir or run.get("data_dir"), RunFiles(run_dir).smoke_corpus)
     vocab_path = RunFiles(run_dir).vocab
@@ -94,5 +98,5 @@ def evaluate(model_path: str, data_dir: Optional[str] = None) -> Dict[str, Any]:
                          "another corpus; pass the --data_dir it was trained with.")
     if corpus.vocab_size != model.vocab_size:
         raise ValueError(f"The corpus has {corpus.vocab_size} words but the model {model.vocab_size}.")
-    return {**corpus_perplexities(model, corpus, config), "model": os.path.abspath(model_path),
+    return {**corpus_perplexities(model, corpus, *(int(run[k]) for k in EVAL_SETTINGS)), "model": os.path.abspath(model_path),
             "data_dir": data_dir or run.get("data_dir")}

@@ -10,10 +10,10 @@ import tensorflow as tf
 from keras import ops
 
 from darts_tf.bilevel import TRAIN
-from darts_tf.genotypes import RecurrentGenotype
-from darts_tf.rnn.ops import (EVAL, INIT_RANGE, LanguageModelForward, RecurrentCellBase, as_recurrent_genotype,
-                              batch_mask, child_seed, masked_cross_entropy, masked_mean_cross_entropy,
-                              temporal_activation_penalty)
+from darts_tf.genotypes import RecurrentGenotype, as_genotype
+from darts_tf.optim import apply_weight_step
+from darts_tf.rnn.ops import (EVAL, INIT_RANGE, LanguageModelForward, RecurrentCellBase, batch_mask, child_seed,
+                              masked_cross_entropy, masked_mean_cross_entropy, temporal_activation_penalty)
 
 
 class DARTSCell(RecurrentCellBase):
@@ -25,7 +25,7 @@ class DARTSCell(RecurrentCellBase):
                  seed: Optional[int] = None, skip_padding: bool = True, **kwargs):
         super().__init__(units, dropoutx=dropoutx, dropouth=dropouth, init_range=init_range, seed=seed,
                          skip_padding=skip_padding, **kwargs)
-        self.genotype = as_recurrent_genotype(genotype)
+        self.genotype = as_genotype(genotype, "rnn")
 
     @property
     def num_nodes(self) -> int:
@@ -61,7 +61,7 @@ class RNNModel(LanguageModelForward, keras.Model):
                  seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.units = int(vocab_size), int(units)
-        self.genotype = as_recurrent_genotype(genotype)
+        self.genotype = as_genotype(genotype, "rnn")
         self.dropout, self.dropouth, self.dropoutx = dropout, dropouth, dropoutx
         self.dropouti, self.dropoute, self.seed = dropouti, dropoute, seed
         self._make_layers(self.vocab_size, self.units, dropout, dropouti, dropoute, seed)
@@ -123,17 +123,8 @@ class RNNModel(LanguageModelForward, keras.Model):
         with tf.GradientTape() as tape:
             outputs = self(self.window_inputs(data, TRAIN), training=True)
             raw, loss = self.window_loss(data, outputs, regularize=True)
-        grads = [tf.convert_to_tensor(g) if g is not None else tf.zeros_like(v)
-                 for g, v in zip(tape.gradient(loss, variables), variables)]
-        grads, grad_norm = tf.clip_by_global_norm(grads, self.grad_clip)
-        scale = seq_len / float(self.bptt)
-        grads = [scale * (g + self.weight_decay * v) for g, v in zip(grads, variables)]
-
-        def apply():
-            self.optimizer.apply(grads, variables)
-            return tf.constant(True)
-
-        tf.cond(seq_len > 0, apply, lambda: tf.constant(False))
+        grad_norm = apply_weight_step(self.optimizer, tape.gradient(loss, variables), variables, self.grad_clip,
+                                      self.weight_decay, scale=seq_len / float(self.bptt), when=seq_len > 0)
         self.carried.assign(TRAIN, outputs["hidden"])
         self.loss_tracker.update_state(raw, sample_weight=tf.cast(seq_len > 0, tf.float32))
         loss_value = self.loss_tracker.result()

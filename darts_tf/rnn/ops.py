@@ -29,14 +29,14 @@ where a window starts at column 0 (the start of an epoch in ``darts_tf.data.text
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
 from keras import ops
 
 from darts_tf.bilevel import TRAIN, VALIDATION
-from darts_tf.genotypes import RNN_STEPS, RecurrentGenotype, genotype_from_dict, resolve_genotype
+from darts_tf.genotypes import RNN_STEPS
 from darts_tf.numerics import at_least_float32
 
 INIT_RANGE = 0.04  # the reference's uniform(-0.04, 0.04) initialisation of every recurrent matrix
@@ -56,18 +56,6 @@ ACTIVATIONS: Dict[str, Callable[[Any], Any]] = {
 def num_search_edges(steps: int = RNN_STEPS) -> int:
     """Edges of a search cell: node i (1-based) has i predecessors (states 0..i-1), so 1 + 2 + ... + steps."""
     return steps * (steps + 1) // 2
-
-
-def as_recurrent_genotype(genotype: Union[str, Dict[str, Any], RecurrentGenotype]) -> RecurrentGenotype:
-    """A ``RecurrentGenotype`` from itself, its ``to_dict()`` form, a published name or a JSON path."""
-    if isinstance(genotype, RecurrentGenotype):
-        return genotype
-    if isinstance(genotype, dict):
-        return genotype_from_dict(genotype, kind="rnn")
-    if isinstance(genotype, str):
-        return resolve_genotype(genotype, kind="rnn")
-    raise ValueError(f"genotype must be a RecurrentGenotype, its dict, a published name or a JSON path. "
-                     f"Received: genotype={genotype!r}")
 
 
 def check_rate(name: str, rate: float) -> float:

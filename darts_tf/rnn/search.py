@@ -21,9 +21,10 @@ import tensorflow as tf
 from absl import logging
 
 from darts_tf import checkpoint
-from darts_tf.bilevel import check_arch_mode
+from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
 from darts_tf.data.text import SMOKE, Corpus, batchify, bptt_windows, load_corpus, lm_search_dataset
 from darts_tf.genotypes import RNN_STEPS
+from darts_tf.io_utils import check_output_dir
 from darts_tf.rnn.search_space import RNNSearchNetwork
 from darts_tf.run_files import RunFiles
 from darts_tf.search import run_bilevel_search
@@ -51,9 +52,11 @@ class SearchConfig:
     dropouti: float = 0.2
     dropoute: float = 0.0
     tar_beta: float = 1e-3  # temporal activation regularisation (reference --beta)
-    arch_mode: str = "first_order"
-    xi: Optional[float] = None  # None: the current (window-scaled) weight learning rate, as the reference
-    exact_recompute: bool = True  # second_order_exact: recompute the train pass for the Hessian term (less memory)
+    # the bilevel step's settings (with weight_decay, arch_weight_decay, grad_clip): bilevel_config(); flag help in
+    # darts_tf.bilevel.FLAG_METADATA. xi None: the current (window-scaled) weight learning rate, as the reference
+    arch_mode: str = dataclasses.field(default="first_order", metadata=FLAG_METADATA["arch_mode"])
+    xi: Optional[float] = dataclasses.field(default=None, metadata=FLAG_METADATA["xi"])
+    exact_recompute: bool = dataclasses.field(default=True, metadata=FLAG_METADATA["exact_recompute"])
     arch_learning_rate: float = 3e-3
     arch_beta_1: float = 0.9
     arch_beta_2: float = 0.999
@@ -66,7 +69,7 @@ class SearchConfig:
     def validate(self) -> "SearchConfig":
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
-        check_arch_mode(self.arch_mode)
+        self.bilevel_config()
         if self.dataset != SMOKE and not self.data_dir:
             raise ValueError(f"--data_dir is required for dataset {self.dataset!r}: a directory with train.txt, "
                              f"valid.txt and test.txt (PTB / WikiText-2 layout); or pass --dataset={SMOKE}.")
@@ -84,6 +87,12 @@ class SearchConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"--{name} must be in [0, 1). Received: {name}={getattr(self, name)}")
         return self
+
+    def bilevel_config(self) -> BilevelConfig:
+        """The search step's settings; the virtual step is clipped to grad_clip too (the reference's RNN architect)."""
+        return BilevelConfig(mode=self.arch_mode, xi=self.xi, weight_decay=self.weight_decay,
+                             arch_weight_decay=self.arch_weight_decay, grad_clip=self.grad_clip,
+                             unrolled_grad_clip=self.grad_clip, exact_recompute=self.exact_recompute)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,10 +129,8 @@ def build_search_model(config: SearchConfig, vocab_size: int) -> RNNSearchNetwor
     """The compiled supernet: SGD lr 20 without momentum for w (window-scaled), Adam for alpha."""
     model = RNNSearchNetwork(vocab_size, units=config.units, steps=config.nodes, dropout=config.dropout,
                              dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
-                             dropoute=config.dropoute, tar_beta=config.tar_beta, seed=config.seed,
-                             arch_mode=config.arch_mode, xi=config.xi, weight_decay=config.weight_decay,
-                             arch_weight_decay=config.arch_weight_decay, grad_clip=config.grad_clip, bptt=config.bptt,
-                             exact_recompute=config.exact_recompute)
+                             dropoute=config.dropoute, tar_beta=config.tar_beta, seed=config.seed, bptt=config.bptt,
+                             bilevel=config.bilevel_config())
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(config.learning_rate),
                   arch_optimizer=keras.optimizers.Adam(config.arch_learning_rate, beta_1=config.arch_beta_1,
@@ -143,6 +150,7 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     `extra_flags` are recorded with the run's flags (e.g. the dataset hash).
     """
     config.validate()
+    check_output_dir(config.output_dir)
     flags = {**config.to_dict(), **(extra_flags or {})}
     checkpoint.check_run_config(config.output_dir, flags, config.resume)  # before writing anything
     checkpoint.start_run(config.seed, config.deterministic)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from darts_tf.bilevel import TRAIN, BilevelSearchModel
+from darts_tf.bilevel import TRAIN, BilevelConfig, BilevelSearchModel
 from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, RecurrentGenotype, derive_from_alphas
 from darts_tf.numerics import moments as bn_moments
 from darts_tf.rnn.ops import (ACTIVATIONS, BN_EPSILON, BN_MOMENTUM, INIT_RANGE, LanguageModelForward, RecurrentCellBase,
@@ -132,15 +132,17 @@ class RNNSearchNetwork(LanguageModelForward, BilevelSearchModel):
     Compile with ``optimizer=SGD(20)`` (no momentum) and ``arch_optimizer=Adam(3e-3, 0.9, 0.999)``.
     With ``bptt`` set, every step runs at learning rate lr * seq_len / bptt (the reference rescales lr per
     window in rnn/train_search.py, and the unrolled step xi follows it); the learning rate must then be a float.
+    `bilevel` is the search step's settings (default: the reference's, ``darts_tf.rnn.search.SearchConfig``'s).
     """
+
+    # = darts_tf.rnn.search.SearchConfig().bilevel_config(): the reference's RNN architect clips the virtual step too
+    default_bilevel = BilevelConfig(weight_decay=5e-7, grad_clip=0.25, unrolled_grad_clip=0.25)
 
     def __init__(self, vocab_size: int, units: int = 300, steps: int = RNN_STEPS, dropout: float = 0.75,
                  dropouth: float = 0.25, dropoutx: float = 0.75, dropouti: float = 0.2, dropoute: float = 0.0,
-                 tar_beta: float = 1e-3, seed: Optional[int] = None, arch_mode: str = "first_order", xi: Optional[float] = None, weight_decay: float = 5e-7,
-                 arch_weight_decay: float = 1e-3, grad_clip: float = 0.25, bptt: Optional[int] = None, **kwargs):
-        kwargs.setdefault("unrolled_grad_clip", grad_clip)  # the reference's RNN architect clips the virtual step
-        super().__init__(arch_mode=arch_mode, xi=xi, weight_decay=weight_decay, arch_weight_decay=arch_weight_decay,
-                         grad_clip=grad_clip, **kwargs)
+                 tar_beta: float = 1e-3, seed: Optional[int] = None, bptt: Optional[int] = None,
+                 bilevel: Optional[BilevelConfig] = None, **kwargs):
+        super().__init__(bilevel=bilevel, **kwargs)
         if bptt is not None and int(bptt) < 1:
             raise ValueError(f"bptt must be >= 1 (or None: no per-window learning-rate scaling). Received: bptt={bptt}")
         self.bptt = None if bptt is None else int(bptt)
@@ -214,9 +216,7 @@ class RNNSearchNetwork(LanguageModelForward, BilevelSearchModel):
         return derive_from_alphas(self.alphas_numpy(), k=1)  # the one derivation (softmax once, in float64)
 
     def get_config(self):
-        return {"vocab_size": self.vocab_size, "units": self.units, "steps": self.steps, "dropout": self.dropout,
-                "dropouth": self.dropouth, "dropoutx": self.dropoutx, "dropouti": self.dropouti,
-                "dropoute": self.dropoute, "tar_beta": self.tar_beta, "seed": self.seed,
-                "arch_mode": self.arch_mode, "xi": self.xi, "weight_decay": self.weight_decay,
-                "arch_weight_decay": self.arch_weight_decay, "grad_clip": self.grad_clip, "bptt": self.bptt,
-                "exact_recompute": self.exact_recompute, "exact_hvp": self.exact_hvp, "name": self.name}
+        return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units, "steps": self.steps,
+                "dropout": self.dropout, "dropouth": self.dropouth, "dropoutx": self.dropoutx,
+                "dropouti": self.dropouti, "dropoute": self.dropoute, "tar_beta": self.tar_beta, "seed": self.seed,
+                "bptt": self.bptt}

@@ -39,7 +39,8 @@ from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import TRAIN
 from darts_tf.data.text import SMOKE, batchify, lm_dataset, load_corpus
-from darts_tf.io_utils import save_model_atomic, save_weights_atomic, write_json
+from darts_tf.guards import NonFiniteGuard
+from darts_tf.io_utils import check_output_dir, save_model_atomic, save_weights_atomic, write_json
 from darts_tf.rnn.evaluate import corpus_perplexities, evaluate_loss
 from darts_tf.rnn.networks import RNNModel
 from darts_tf.run_files import RunFiles
@@ -273,7 +274,8 @@ def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: T
     initial_epoch = int(meta["epochs_done"])
     validation = ValidationAndASGD(valid_batched, config.bptt, config.nonmono, output_dir, meta["val_losses"],
                                    meta["best_val_loss"], verbose=verbose)
-    all_callbacks: List[keras.callbacks.Callback] = [validation]
+    guard = NonFiniteGuard(state_path=RunFiles(output_dir).state if output_dir else None)
+    all_callbacks: List[keras.callbacks.Callback] = [guard, validation]
     if output_dir:
         all_callbacks.append(checkpoint.EpochCheckpoint(output_dir, [model.optimizer],
                                                         extra_fn=lambda epoch: validation.state()))
@@ -291,16 +293,6 @@ def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: T
 
 
 # ----------------------------------------------------------------------------------------------- the run
-def resolve_rnn_genotype(text: str) -> gt.RecurrentGenotype:
-    """A published RNN genotype name (DARTS_V1, DARTS_V2, ENAS), a genotype JSON file, or inline JSON text."""
-    if not isinstance(text, str) or not text.strip():
-        raise gt.GenotypeError(f"genotype must be a published RNN genotype name ({', '.join(sorted(gt.RNN_GENOTYPES))}),"
-                               f" a genotype JSON file or inline JSON. Received: {text!r}")
-    if text.lstrip().startswith("{"):
-        return gt.genotype_from_json(text, kind="rnn")
-    return gt.resolve_genotype(text, kind="rnn")
-
-
 def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, preset: str = "",
           resume: bool = False, export: bool = False, callbacks: Sequence[keras.callbacks.Callback] = (),
           verbose: int = 0) -> Dict[str, Any]:
@@ -313,7 +305,8 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
             raise ValueError("data_dir is required: a directory with train.txt, valid.txt and test.txt (PTB / "
                              f"WikiText-2 layout), or '{SMOKE}' for the offline corpus.")
         data_dir = SMOKE
-    genotype = resolve_rnn_genotype(config.genotype)
+    genotype = gt.as_genotype(config.genotype, "rnn")  # a name, a JSON file or inline JSON
+    check_output_dir(output_dir)
     outputs = RunFiles(output_dir)
     run_config = {"preset": preset, "data_dir": data_dir, **dataclasses.asdict(config)}
     checkpoint.check_run_config(output_dir, run_config, resume, ignore=("resume", "epochs", "export", "verbose"))
@@ -323,6 +316,7 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
 
     checkpoint.start_run(config.seed)
     model = compile_model(build_model(dataclasses.replace(config, genotype=outputs.genotype), corpus.vocab_size), config)
+    check_output_dir(output_dir, checkpoint.state_size_bytes(model))
     params = int(sum(v.numpy().size for v in model.trainable_variables))
     logging.info("RNN %s: %.2fM parameters, vocabulary %d, %d train tokens.", config.genotype, params / 1e6,
                  corpus.vocab_size, len(corpus.train))
@@ -332,7 +326,7 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
                  callbacks=[board, *callbacks], verbose=verbose)
     if os.path.isfile(outputs.best_weights):
         model.load_weights(outputs.best_weights)
-    ppl = corpus_perplexities(model, corpus, config)
+    ppl = corpus_perplexities(model, corpus, config.eval_batch_size, config.test_batch_size, config.bptt)
     save_model_atomic(model, outputs.model)
     metrics = {**ppl, "best_val_loss": result.best_val_loss, "best_val_ppl": result.best_val_ppl,
                "epochs_done": result.epochs_done, "history": result.history, "val_losses": result.val_losses,

@@ -145,4 +145,6 @@ def test_exact_recompute_reaches_the_cnn_and_rnn_search_models(recompute):
                                               arch_mode="second_order_exact", exact_recompute=recompute), (8, 8, 3), 10, 1)
     rnn = rnn_search.build_search_model(rnn_search.SearchConfig(output_dir="unused", units=4, nodes=1, arch_mode="second_order_exact",
                                                  exact_recompute=recompute), 20)
-    assert cnn.exact_recompute is recompute and rnn.exact_recompute is recompute
+    assert cnn.bilevel.exact_recompute is recompute and rnn.bilevel.exact_recompute is recompute
+    # the reference's architects: the RNN's clips the virtual step to the weights' clip norm, the CNN's does not
+    assert cnn.bilevel.unrolled_grad_clip is None and rnn.bilevel.unrolled_grad_clip == rnn.bilevel.grad_clip == 0.25

@@ -1,5 +1,7 @@
 """Tests for darts_tf.rnn.networks and darts_tf.rnn.search_space: parameter counts, the search supernet under every bilevel mode, .keras round trip."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,11 @@ from darts_tf.rnn.ops import masked_mean_cross_entropy, temporal_activation_pena
 from darts_tf.rnn.search_space import RNNSearchNetwork
 
 MODES = ("first_order", "second_order_exact", "second_order_fd")
+
+
+def _bilevel(mode, **settings):
+    """The RNN search's bilevel settings (the reference's) in `mode`."""
+    return dataclasses.replace(RNNSearchNetwork.default_bilevel, mode=mode, **settings)
 
 
 def test_darts_v2_ptb_model_has_23m_parameters():
@@ -93,8 +100,8 @@ def _search_batch(vocab=16, batch=8, bptt=6):
 
 def _search_net(mode, vocab=16, run_eagerly=True):
     keras.utils.set_random_seed(0)
-    net = RNNSearchNetwork(vocab, units=12, steps=3, arch_mode=mode, seed=0, dropout=0.2, dropouth=0.1, dropoutx=0.2,
-                           dropouti=0.1)
+    net = RNNSearchNetwork(vocab, units=12, steps=3, bilevel=_bilevel(mode), seed=0, dropout=0.2, dropouth=0.1,
+                           dropoutx=0.2, dropouti=0.1)
     net.build()
     net.compile(optimizer=keras.optimizers.SGD(1.0), arch_optimizer=keras.optimizers.Adam(3e-3, 0.9, 0.999),
                 run_eagerly=run_eagerly)
@@ -150,7 +157,7 @@ def test_exact_alpha_gradient_is_the_finite_difference_limit_in_float64():
         grads = {}
         for mode in MODES:
             net = _search_net(mode, run_eagerly=False)
-            net.fd_epsilon = 1e-6
+            net.bilevel = dataclasses.replace(net.bilevel, fd_epsilon=1e-6)
             grads[mode] = tf.function(lambda t, v: net.unrolled_alpha_gradient(t, v)[0][0])(
                 batch["train"], batch["validation"]).numpy()
     finally:
@@ -161,7 +168,7 @@ def test_exact_alpha_gradient_is_the_finite_difference_limit_in_float64():
     scale = np.abs(exact - grads["first_order"]).max()
     assert np.abs(exact - fd).max() < 1e-7 * scale
     with pytest.raises(ValueError, match="exact_hvp='forward' is not available for RNNSearchNetwork"):
-        RNNSearchNetwork(16, units=12, steps=3, arch_mode="second_order_exact", exact_hvp="forward")
+        RNNSearchNetwork(16, units=12, steps=3, bilevel=_bilevel("second_order_exact", exact_hvp="forward"))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -222,7 +229,7 @@ def test_exact_recompute_is_bit_for_bit_the_kept_tape_with_dropout():
     grads = []
     for recompute in (True, False):
         net = _search_net("second_order_exact", run_eagerly=False)
-        net.exact_recompute = recompute
+        net.bilevel = dataclasses.replace(net.bilevel, exact_recompute=recompute)
         grads.append(tf.function(lambda t, v: net.unrolled_alpha_gradient(t, v)[0][0])(
             batch["train"], batch["validation"]).numpy())
     first = _search_net("first_order").unrolled_alpha_gradient(batch["train"], batch["validation"])[0][0].numpy()
@@ -239,7 +246,7 @@ def test_alpha_gradient_compiles_with_xla_and_matches(mode):
     grads = []
     for jit in (False, True):
         keras.utils.set_random_seed(0)
-        net = RNNSearchNetwork(16, units=12, steps=3, arch_mode=mode, seed=0, dropout=0.0, dropouth=0.0,
+        net = RNNSearchNetwork(16, units=12, steps=3, bilevel=_bilevel(mode), seed=0, dropout=0.0, dropouth=0.0,
                                dropoutx=0.0, dropouti=0.0, dropoute=0.0)
         net.build()
         net.compile(optimizer=keras.optimizers.SGD(1.0), arch_optimizer=keras.optimizers.Adam(3e-3))
@@ -260,3 +267,15 @@ def test_search_network_genotype_is_what_its_saved_alphas_encode():
         for scale in (3.0, 1e-3, 1e-6):  # spread-out and near-tied alphas (a search after a few steps)
             net.alpha.assign(rng.normal(0, scale, net.alpha.shape).astype("float32"))
             assert net.genotype() == derive_from_alphas(net.alphas_numpy())
+
+
+def test_search_network_defaults_to_the_search_configs_bilevel_settings_and_round_trips():
+    """Its default is what darts-rnn-search builds (the reference's: the virtual step clipped to grad_clip, unlike
+    the CNN's); get_config carries the config."""
+    from darts_tf.rnn.search import SearchConfig
+
+    assert RNNSearchNetwork.default_bilevel == SearchConfig().bilevel_config()
+    assert RNNSearchNetwork.default_bilevel.unrolled_grad_clip == SearchConfig().grad_clip
+    net = RNNSearchNetwork(16, units=4, steps=2, seed=0, bptt=5, bilevel=_bilevel("second_order_fd", xi=0.5))
+    clone = RNNSearchNetwork.from_config(net.get_config())
+    assert clone.bilevel == net.bilevel and clone.get_config() == net.get_config()

@@ -1,0 +1,38 @@
+"""The weight step that the search (``darts_tf.bilevel``) and both trainings (``darts_tf.cnn.networks``,
+``darts_tf.rnn.networks``) share: PyTorch's SGD semantics, as the reference."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+
+def apply_weight_step(optimizer, grads: Sequence[Optional[tf.Tensor]], variables: Sequence, grad_clip: Optional[float],
+                      weight_decay: float, scale: Optional[tf.Tensor] = None,
+                      when: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """w <- optimizer(scale * (clip(grad_w) + weight_decay * w)); returns the gradients' global norm before the clip.
+
+    A missing gradient (a variable the loss does not reach) is zero; `grad_clip` clips by global norm (None or 0: no
+    clip); the weight decay is L2 added to the gradient, not decoupled; `scale` rescales the whole step (the RNN's
+    seq_len / bptt per window); with `when` (a boolean tensor) the step is applied only if it is true (the RNN skips
+    empty padding windows).
+    """
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+    if grad_clip:
+        grads, norm = tf.clip_by_global_norm(grads, grad_clip)
+    else:
+        norm = tf.linalg.global_norm(grads)
+    grads = [g + weight_decay * v for g, v in zip(grads, variables)]
+    if scale is not None:
+        grads = [scale * g for g in grads]
+    if when is None:
+        optimizer.apply(grads, variables)
+        return norm
+
+    def apply():
+        optimizer.apply(grads, variables)
+        return tf.constant(True)
+
+    tf.cond(when, apply, lambda: tf.constant(False))
+    return norm
