@@ -158,7 +158,6 @@ def imagenet_datasets(source: str, data_dir: Optional[str] = None, *,
         raise ValueError(
             f"resize_size={resize_size} is smaller than image_size={image_size}; "
             "the centre crop must fit inside the resized image.")
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
     if source == "imagenet2012":
         return _imagenet_tfds(data_dir, image_size, batch_size, seed, initial_epoch,
                               epochs, resize_size, shuffle_buffer)
@@ -166,24 +165,32 @@ def imagenet_datasets(source: str, data_dir: Optional[str] = None, *,
         raise FileNotFoundError(
             f"ImageNet source {source!r} is neither 'imagenet2012' nor an existing "
             "directory; expected layout: DIR/train/<class>/*.JPEG and DIR/val/<class>/*.")
-    train_paths, train_labels, classes = _list_image_folder(
-        os.path.join(source, "train"), source)
-    val_paths, val_labels, _ = _list_image_folder(
-        os.path.join(source, "val"), source, classes)
+    return _image_folder(source, image_size, batch_size, seed, initial_epoch, epochs, resize_size)
+
+
+def _eval_stream(dataset: tf.data.Dataset, image_size, resize_size, batch_size) -> tf.data.Dataset:
+    """(image, label) pairs -> resized, centre-cropped, normalised batches."""
+    return (dataset.map(lambda x, y: (_imagenet_eval_transform(x, image_size, resize_size, IMAGENET_MEAN,
+                                                               IMAGENET_STD), y), num_parallel_calls=AUTOTUNE)
+            .batch(batch_size))
+
+
+def _image_folder(source, image_size, batch_size, seed, initial_epoch, epochs, resize_size) -> StreamingImageData:
+    """An image-folder tree DIR/{train,val}/<class>/*, read in a stateless per-epoch order."""
+    train_paths, train_labels, classes = _list_image_folder(os.path.join(source, "train"), source)
+    val_paths, val_labels, _ = _list_image_folder(os.path.join(source, "val"), source, classes)
     n = len(train_paths)
     check_batch(batch_size, n, f"training set under {source!r}", "lower batch_size")
-    steps = n // batch_size
     paths_t, labels_t = tf.constant(train_paths), tf.constant(train_labels)
 
     def one_epoch(e):
-        order = tf.argsort(tf.random.stateless_uniform(
-            [n], seed=example_seed(seed, e, 0, STREAM_SHUFFLE)))
-        order = tf.cast(order, tf.int64)
+        order = tf.cast(tf.argsort(tf.random.stateless_uniform([n], seed=example_seed(seed, e, 0, STREAM_SHUFFLE))),
+                        tf.int64)
 
         def load(index):
             image = _decode(tf.io.read_file(tf.gather(paths_t, index)))
-            s = example_seed(seed, e, index, STREAM_AUGMENT)
-            x = _imagenet_train_transform(image, s, image_size, mean, std)
+            x = _imagenet_train_transform(image, example_seed(seed, e, index, STREAM_AUGMENT), image_size,
+                                          IMAGENET_MEAN, IMAGENET_STD)
             return x, tf.gather(labels_t, index)
 
         return (tf.data.Dataset.from_tensor_slices(order)
@@ -191,13 +198,11 @@ def imagenet_datasets(source: str, data_dir: Optional[str] = None, *,
                 .batch(batch_size, drop_remainder=True))
 
     train = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
-    val = (tf.data.Dataset.from_tensor_slices((val_paths, val_labels))
-           .map(lambda p, y: (_imagenet_eval_transform(
-               _decode(tf.io.read_file(p)), image_size, resize_size, mean, std), y),
-               num_parallel_calls=AUTOTUNE)
-           .batch(batch_size))
+    val = _eval_stream(tf.data.Dataset.from_tensor_slices((val_paths, val_labels))
+                       .map(lambda path, y: (_decode(tf.io.read_file(path)), y), num_parallel_calls=AUTOTUNE),
+                       image_size, resize_size, batch_size)
     return StreamingImageData(train.prefetch(AUTOTUNE), val.prefetch(AUTOTUNE),
-                              len(classes), tuple(classes), n, len(val_paths), steps)
+                              len(classes), tuple(classes), n, len(val_paths), n // batch_size)
 
 
 def _imagenet_tfds(data_dir, image_size, batch_size, seed, initial_epoch, epochs,
@@ -238,11 +243,8 @@ def _imagenet_tfds(data_dir, image_size, batch_size, seed, initial_epoch, epochs
     train = epochs_ds[0]
     for ds in epochs_ds[1:]:
         train = train.concatenate(ds)
-    val = (builder.as_dataset(split="validation", as_supervised=True, shuffle_files=False)
-           .map(lambda x, y: (_imagenet_eval_transform(x, image_size, resize_size,
-                                                       mean, std), y),
-                num_parallel_calls=AUTOTUNE)
-           .batch(batch_size))
+    val = _eval_stream(builder.as_dataset(split="validation", as_supervised=True, shuffle_files=False),
+                       image_size, resize_size, batch_size)
     names = tuple(info.features["label"].names)
     return StreamingImageData(train.prefetch(AUTOTUNE), val.prefetch(AUTOTUNE),
                               len(names), names, n,
