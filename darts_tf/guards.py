@@ -1,15 +1,20 @@
 """The finiteness guard: a run whose loss, alphas or weights become NaN or infinite stops at once, with an error that
 says where (epoch, step) and the likely cause (a learning rate too large), before anything is written from the bad
 values (checkpoint, genotype, metrics). One component with one job, added to ``fit``'s callbacks ahead of the writers.
+
+``FirstStepNotice`` guards against the other silent failure of a long run, a slow start that cannot be told from a
+hang: it says before the first step that the step is being traced (and XLA-compiled), and how long that took.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import keras
 import numpy as np
+from absl import logging
 
 # the flags that set the step sizes: what a diverged run should lower
 WEIGHT_RATE_FLAGS = ("--learning_rate",)
@@ -101,3 +106,23 @@ class NonFiniteGuard(keras.callbacks.Callback):
             kept = ""
         raise NonFiniteError(f"Training diverged at {where}: {what}. {cause}, and run again in a new --output_dir "
                              f"(a resume keeps the run's flags).{kept} Nothing was written from the non-finite values.")
+
+
+class FirstStepNotice(keras.callbacks.Callback):
+    """Logs, when `fit` begins, that its first step includes tracing the step into a TensorFlow graph (and with
+    jit_compile its XLA compilation, which can take minutes), then how long that first step took."""
+
+    def on_train_begin(self, logs=None):
+        self.started = time.time()
+        self.pending = True
+        if getattr(self.model, "jit_compile", False):
+            logging.info("Starting the first step: it includes tracing the step into a graph and compiling it with "
+                         "XLA (--jit_compile), which can take minutes.")
+        else:
+            logging.info("Starting the first step: it includes tracing the step into a graph (slower than the "
+                         "steps after it; minutes on a loaded machine).")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.pending:
+            self.pending = False
+            logging.info("First step done in %.1f s (tracing included).", time.time() - self.started)

@@ -34,7 +34,7 @@ from absl import logging
 
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
-from darts_tf.guards import SEARCH_RATE_FLAGS, NonFiniteGuard, check_finite
+from darts_tf.guards import SEARCH_RATE_FLAGS, FirstStepNotice, NonFiniteGuard, check_finite
 from darts_tf.io_utils import atomic_savez, check_output_dir, load_npz, write_json
 from darts_tf.run_files import RunFiles
 
@@ -123,8 +123,9 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
     if initial_epoch < epochs:
         logger = ArchitectureLogger(outputs, lineage, initial_epoch)
         model.fit(dataset(initial_epoch), epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                  verbose=verbose, callbacks=[
+                  verbose=verbose, shuffle=False, callbacks=[  # the stream is shuffled; shuffle=True would warn
                       NonFiniteGuard(SEARCH_RATE_FLAGS, outputs.state),  # first: a bad epoch writes nothing
+                      FirstStepNotice(),
                       keras.callbacks.TensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
                       logger, checkpoint.EpochCheckpoint(output_dir), *callbacks])
         history = logger.metrics_history
@@ -188,6 +189,7 @@ def run_random_search(output_dir: str, kind: str = "cnn", num_samples: int = 8, 
     (``genotypes/sample_NNN.json`` for every sample; ``genotype.json`` is sample 0 — pick the best with `select`)."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1. Received: {num_samples}")
+    check_output_dir(output_dir)
     outputs = RunFiles(output_dir)
     paths = []
     for i in range(num_samples):

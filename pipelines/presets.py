@@ -217,6 +217,25 @@ def override(config: PipelineConfig, assignments: Sequence[str]) -> PipelineConf
     return config
 
 
+def validate_stages(config: PipelineConfig) -> PipelineConfig:
+    """Runs every stage config's own checks (its `validate()`: the checks the scripts make) before any stage runs,
+    so that an impossible setting fails in seconds rather than after ingest; the error names the stage."""
+    for field in dataclasses.fields(config):
+        stage = getattr(config, field.name)
+        if not hasattr(stage, "validate"):
+            continue
+        # what the stage sets itself: where it writes, and (the search) where the ingested data is
+        owned = {"output_dir": f"<{field.name} output>"}
+        if field.name == "search":
+            owned.update(dataset=config.ingest.name, data_dir="<ingested data>")
+        names = {f.name for f in dataclasses.fields(stage)}
+        try:
+            dataclasses.replace(stage, **{k: v for k, v in owned.items() if k in names}).validate()
+        except ValueError as e:
+            raise ValueError(f"[stage '{field.name}'] {e} (a setting of --set {field.name}.NAME=VALUE)") from e
+    return config
+
+
 def stage_params(config: PipelineConfig) -> Dict[str, Any]:
     """The pipeline parameters: `seeds` and one plain dict per stage (what the KFP components receive).
 

@@ -8,34 +8,113 @@
 Each stage runs as a subprocess of this Python (`kfp.local.SubprocessRunner(use_venv=False)`), so the
 installed darts_tf / components / pipelines packages are what runs. Finished stages are cached by kfp.local
 (keyed by the component, its parameters and its input artifacts; entries in ROOT/.kfp_cache): re-running the
-same command reuses them; `--no-cache` runs everything again. The resolved settings are written to
+same command reuses them; `--no-cache` runs everything again. Every stage's settings are checked before any
+stage runs (a bad one is one `error:` line, exit status 2); the resolved settings are written to
 ROOT/<pipeline>-config.json before the run.
+
+Every stage's log goes to stdout (kfp.local streams it there), in colour only on a terminal. When a stage fails,
+stderr ends with one `error:` line and, for each failed stage, its task and the last line of its traceback (the root
+cause, e.g. `ValueError: ...`), and the exit status is 1: the settings were valid, the work failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import warnings
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from pipelines import presets
 
 CACHE_DIR = ".kfp_cache"
+STAGE_FAILED_STATUS = 1  # a stage failed (valid settings); bad settings exit 2 before any stage runs
+_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class StageFailure(RuntimeError):
+    """A pipeline stage failed: `failed` holds (task, root-cause line) for each failed stage, oldest first (the
+    task is its path in the pipeline run, e.g. 'for-loop-1-iteration-0/search'; the cause is None when the stage
+    recorded none, e.g. when it was killed)."""
+
+    def __init__(self, kind: str, failed: List[tuple], kfp_message: str):
+        self.kind, self.failed = kind, failed
+        stages = ", ".join(repr(task) for task, _ in failed)
+        super().__init__(f"the {kind} pipeline failed at stage {stages} ({_ANSI_CODE.sub('', kfp_message)})")
+
+    def report_lines(self) -> List[str]:
+        """What `main` prints on stderr after its `error:` line: one line per failed stage, its cause last."""
+        return [f"stage {task!r} failed: {cause or 'no Python error recorded (see its log on stdout)'}"
+                for task, cause in self.failed]
+
+
+def _failed_stages(root: str, records: List[Dict[str, Optional[str]]], kfp_message: str) -> List[tuple]:
+    """(task, cause) per failure record, the task relative to its pipeline run directory; without records, the
+    tasks kfp.local named (the innermost first in its message)."""
+    failed = []
+    for found in records:
+        task_dir = found.get("task_dir") or ""
+        relative = os.path.relpath(task_dir, root).split(os.sep)[1:] if task_dir.startswith(root + os.sep) else []
+        failed.append(("/".join(relative) or task_dir or "?", found.get("cause")))
+    if not failed:
+        named = re.findall(r"'([^']+)'", _ANSI_CODE.sub("", kfp_message.split("Inner task failed:")[-1]))
+        failed = [(named[0] if named else "?", None)]
+    return failed
+
+
+@contextlib.contextmanager
+def _plain_kfp_logs(enabled: bool) -> Iterator[None]:
+    """kfp.local colours task names and statuses with ANSI codes (kfp.local.logging_utils.Color); with `enabled`,
+    it logs them plain (for stdout that is a file or a pipe), and restores its colours afterwards."""
+    from kfp.local import logging_utils
+
+    names = [n for n in vars(logging_utils.Color) if n.isupper()]
+    saved = {n: getattr(logging_utils.Color, n) for n in names}
+    if enabled:
+        for n in names:
+            setattr(logging_utils.Color, n, "")
+    try:
+        yield
+    finally:
+        for n, value in saved.items():
+            setattr(logging_utils.Color, n, value)
+
+
+@contextlib.contextmanager
+def _stage_failure_records() -> Iterator[str]:
+    """A fresh directory that the stages launched inside the block record their failures in
+    (components.failures), removed afterwards."""
+    from components.failures import STAGE_FAILURE_DIR_ENV
+
+    directory, previous = tempfile.mkdtemp(prefix="darts-stage-failures-"), os.environ.get(STAGE_FAILURE_DIR_ENV)
+    os.environ[STAGE_FAILURE_DIR_ENV] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(STAGE_FAILURE_DIR_ENV, None)
+        else:
+            os.environ[STAGE_FAILURE_DIR_ENV] = previous
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_pipeline(kind: str, root: str, config: Optional[presets.PipelineConfig] = None, cache: bool = True,
                  raise_on_error: bool = True) -> Dict[str, Any]:
     """Runs the `kind` pipeline under `root` with `config` (the smoke preset if None); returns its
-    settings and root. Raises RuntimeError naming the failed task when a stage fails."""
+    settings and root. Raises `StageFailure` (a RuntimeError) naming the failed stages and their root causes when
+    a stage fails."""
     from kfp import local
 
+    from components.failures import read_records
     from pipelines.dag import build_pipeline
 
-    config = config or presets.get_preset(kind, "smoke")
+    config = presets.validate_stages(config or presets.get_preset(kind, "smoke"))
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     params = presets.stage_params(config)
@@ -43,9 +122,15 @@ def run_pipeline(kind: str, root: str, config: Optional[presets.PipelineConfig] 
         json.dump(dataclasses.asdict(config), f, indent=1, sort_keys=True, default=str)
     # The components name the cluster image; locally they run in this Python, which is the point here.
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning)
+    # The display names are for the Kubeflow UI; kfp.local warns, once per task, that it does not show them.
+    warnings.filterwarnings("ignore", message=r".*settings \['display_name'\] have no effect.*", category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=raise_on_error,
                enable_caching=cache, cache_root=os.path.join(root, CACHE_DIR))
-    build_pipeline(kind, config, caching=cache)(**params)
+    with _plain_kfp_logs(not sys.stdout.isatty()), _stage_failure_records() as records:
+        try:
+            build_pipeline(kind, config, caching=cache)(**params)
+        except RuntimeError as e:
+            raise StageFailure(kind, _failed_stages(root, read_records(records), str(e)), str(e)) from e
     return {"pipeline": kind, "root": root, "params": params}
 
 
@@ -65,7 +150,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        config = presets.override(presets.get_preset(args.pipeline, args.preset), args.overrides)
+        config = presets.validate_stages(presets.override(presets.get_preset(args.pipeline, args.preset),
+                                                          args.overrides))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -74,10 +160,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         run_pipeline(args.pipeline, args.root, config, cache=not args.no_cache)
-    except RuntimeError as e:
-        print(f"error: the {args.pipeline} pipeline failed: {e}\nThe failing stage's log above names the artifact; "
-              f"finished stages are cached under {os.path.join(args.root, CACHE_DIR)}.", file=sys.stderr)
-        return 1
+    except StageFailure as e:
+        print(f"error: the {args.pipeline} pipeline failed (each stage's log is on stdout; finished stages are cached "
+              f"under {os.path.join(args.root, CACHE_DIR)}, so the same command after the fix reruns only what "
+              f"failed):", *e.report_lines(), sep="\n", file=sys.stderr)
+        return STAGE_FAILED_STATUS
     print(f"The {args.pipeline} pipeline finished. Artifacts and logs: {os.path.abspath(args.root)} "
           f"(tensorboard --logdir {args.root})")
     return 0

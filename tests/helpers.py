@@ -1,12 +1,21 @@
 """Shared by the script tests: an absl main run in this process, and a script run as a subprocess."""
 
 import os
+import re
 import subprocess
 import sys
 
 from absl import flags
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+# An absl error or fatal log line (`E1201 11:12:23.456789 1234 common.py:75] ...`).
+_ABSL_ERROR_LINE = re.compile(r"^[EF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\]")
+
+
+def failure_lines(stderr):
+    """The lines a script printed about a failure: its `error:` lines and any absl error/fatal log line (its
+    progress, logged as absl info lines before the failure, is not counted)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:") or _ABSL_ERROR_LINE.match(line)]
 
 
 def run_main_in_process(main, argv, capsys):

@@ -60,20 +60,53 @@ def given(name: str) -> Any:
     return flags.FLAGS[name].value if flags.FLAGS[name].present else None
 
 
+def fit_verbose() -> int:
+    """Keras fit's verbosity: --verbose where the script has it and it was given, else a progress bar on a terminal
+    and one line per epoch when stdout or stderr is not one (a log file gets no carriage returns or escape codes)."""
+    if "verbose" in flags.FLAGS and flags.FLAGS["verbose"].present:
+        return flags.FLAGS.verbose
+    return 1 if sys.stdout.isatty() and sys.stderr.isatty() else 2
+
+
+VERBOSE_HELP = ("fit progress: 0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, 2 when the "
+                "output goes to a file or pipe).")
+
+
 def config_from_flags(cls, **overrides):
     values = {f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(cls) if f.name in flags.FLAGS}
     values.update(overrides)
     return cls(**values)
 
 
-def run_main(body: Callable[[], Any]) -> None:
-    """Runs a script body; a ValueError/FileNotFoundError (bad input) prints one clear line and exits 2."""
+# What a script refuses as bad input (a wrong flag value, a missing or damaged file, a refused genotype): one
+# `error:` line on stderr and exit status 2. ValueError covers the library's own errors (GenotypeError,
+# OutputLocationError, CheckpointError, DamagedFileError, NonFiniteError, ...).
+BAD_INPUT = (ValueError, FileNotFoundError, app.UsageError)
+BAD_INPUT_STATUS = 2
+
+
+def fail(message: str) -> None:
+    """Prints the one line that reports a refused input and exits with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(BAD_INPUT_STATUS)
+
+
+def run_main(body: Callable[[], Any], errors: Tuple[type, ...] = ()) -> None:
+    """Runs a script body; bad input (`BAD_INPUT`, plus `errors`) prints one `error:` line and exits 2."""
     try:
         body()
-    except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except BAD_INPUT + tuple(errors) as e:
+        fail(str(e).replace("\n", " "))
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+    """The `flags_parser` of `app.run`: absl's, except that an unknown flag or a bad value is one `error:` line and
+    exit status 2 (absl prints two lines and exits 1)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = " ".join(str(e).split())
+        fail(f"Flags parsing error: {message} (--help lists this script's flags).")
 
 
 def reject_positional_args(argv) -> None:
@@ -88,11 +121,27 @@ def run_main_without_args(argv, body: Callable[[], Any]) -> None:
     run_main(body)
 
 
+def adopt_script_flags(script_module: str) -> None:
+    """Makes the flags of the darts_tf.cli modules key flags of the program being run, and the script module's
+    docstring its usage text: absl's --help lists the key flags of sys.argv[0] under __main__'s docstring, and a
+    console script's __main__ is the installer's wrapper, which has neither."""
+    cli_dir = os.path.dirname(os.path.abspath(__file__))
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        if module.startswith(__package__ + ".") or os.path.dirname(os.path.abspath(module)) == cli_dir:
+            for flag in module_flags:
+                flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    main_module = sys.modules["__main__"]
+    if not main_module.__doc__ and script_module in sys.modules:
+        main_module.__doc__ = sys.modules[script_module].__doc__
+
+
 def start(main: Callable[[Any], Any], define_flags: Optional[Callable[[], None]] = None) -> None:
-    """Console-script entry point: defines the script's flags (where it defines them on demand) and runs `main`."""
+    """Console-script entry point: defines the script's flags (where it defines them on demand), makes --help list
+    them, and runs `main`; bad input anywhere (flags, arguments, the body) is one `error:` line and exit status 2."""
     if define_flags is not None:
         define_flags()
-    app.run(main)
+    adopt_script_flags(main.__module__)
+    app.run(lambda argv: run_main(lambda: main(argv)), flags_parser=parse_flags)
 
 
 def write_result_json(path: str, result: Dict[str, Any]) -> None:

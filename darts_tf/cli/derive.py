@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Tuple
 
-from absl import app, flags
+from absl import flags
 
 from darts_tf import genotypes as gt
 from darts_tf.io_utils import check_output_dir
@@ -61,7 +61,8 @@ def main(argv):
 
 
 def run():
-    app.run(lambda argv: common.run_main(lambda: main(argv)))
+    """Console-script entry point (darts-derive)."""
+    common.start(main)
 
 
 if __name__ == "__main__":

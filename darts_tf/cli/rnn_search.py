@@ -26,12 +26,12 @@ common.define_flags_from_dataclass(SearchConfig, {
 
 def main(argv):
     del argv
-    common.report_search(run_search(common.config_from_flags(SearchConfig)))
+    common.report_search(run_search(common.config_from_flags(SearchConfig), verbose=common.fit_verbose()))
 
 
 def run():
     """Console-script entry point (darts-rnn-search)."""
-    common.start(lambda argv: common.run_main(lambda: main(argv)))
+    common.start(main)
 
 
 if __name__ == "__main__":

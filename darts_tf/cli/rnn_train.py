@@ -46,7 +46,7 @@ def define_flags():
     define(flags.DEFINE_bool, "resume", False, "Continue the run in --output_dir from its last finished epoch.")
     define(flags.DEFINE_bool, "export", False, "Also write a SavedModel (token ids -> next-token log-probs) to "
            "output_dir/saved_model.")
-    define(flags.DEFINE_integer, "verbose", 0, "fit progress: 0 silent, 1 progress bar, 2 one line per epoch.")
+    define(flags.DEFINE_integer, "verbose", None, common.VERBOSE_HELP)
     hints = typing.get_type_hints(TrainConfig)
     ptb = RNN_PRESETS["ptb"]
     for field in dataclasses.fields(TrainConfig):
@@ -71,7 +71,7 @@ def main(argv):
             raise ValueError("--output_dir is required: the run directory for the model, vocabulary and metrics.")
         metrics = train(config_from_flags(), FLAGS.output_dir, data_dir=common.given("data_dir"),
                                    preset=FLAGS.preset, resume=bool(common.given("resume")), export=bool(common.given("export")),
-                                   verbose=common.given("verbose") or 0)
+                                   verbose=common.fit_verbose())
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=1))
 
     common.run_main_without_args(argv, body)

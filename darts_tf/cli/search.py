@@ -34,12 +34,13 @@ def main(argv):
             raise ValueError("--output_dir is required.")
         result = run_random_search(flags_.output_dir, "cnn", flags_.random_search_samples, flags_.seed)
     else:
-        result = run_search(common.config_from_flags(SearchConfig))
+        result = run_search(common.config_from_flags(SearchConfig), verbose=common.fit_verbose())
     common.report_search(result)
 
 
 def run():
-    common.start(lambda argv: common.run_main(lambda: main(argv)))
+    """Console-script entry point (darts-search)."""
+    common.start(main)
 
 
 if __name__ == "__main__":

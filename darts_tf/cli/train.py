@@ -5,7 +5,8 @@
     python -m darts_tf.cli.train --dataset digits --layers 3 --init_channels 8 --epochs 2 --cutout_length 0  # smoke
 
 Flags are the fields of `darts_tf.cnn.train.TrainConfig`; the script is thin: flags -> config -> validate ->
-flags written to output_dir/flags.txt -> `darts_tf.cnn.train.train`.
+`darts_tf.cnn.train.train`, which checks every input before it writes anything (flags.txt is written when fitting
+begins).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import dataclasses
 import json
 from typing import Any, Callable, Dict
 
+import keras
 from absl import flags
 
-from darts_tf import checkpoint
 from darts_tf.cli import common
 from darts_tf.io_utils import atomic_write_text
 from darts_tf.run_files import RunFiles
@@ -41,7 +42,7 @@ HELP: Dict[str, str] = {
     "strategy": "auto (MirroredStrategy when > 1 GPU), mirrored, or default.",
     "export": "Also write a SavedModel (uint8 images -> probabilities) to output_dir/saved_model.",
     "eval_every": "Evaluate the held-out split every N epochs during training (0 = only at the end).",
-    "verbose": "fit progress: 0 silent, 1 progress bar, 2 one line per epoch.",
+    "verbose": common.VERBOSE_HELP,
     "image_size": "Crop size of streamed (ImageNet) datasets.",
     "network": "auto (NetworkImageNet for images >= 64 px, else NetworkCIFAR), imagenet, or cifar.",
     "learning_rate_decay": "Learning-rate factor applied every epoch.",
@@ -56,21 +57,25 @@ def define_config_flags(cls, help_texts: Dict[str, str] = HELP) -> None:
         define(name, default, text)  # here, so that the flags are this script's (its --help lists them)
 
 
-def write_flags(output_dir: str, resume: bool) -> None:
-    """Records the command line beside the outputs (not over another run's, which the library then refuses)."""
-    if checkpoint.has_state(output_dir) and not resume:
-        return
-    atomic_write_text(RunFiles(output_dir).flags, FLAGS.flags_into_string())
+class RecordFlags(keras.callbacks.Callback):
+    """Writes the command line beside the outputs (output_dir/flags.txt) when fitting begins: after every input
+    was checked and the data loaded, so that a refused run leaves nothing behind."""
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.path = RunFiles(output_dir).flags
+
+    def on_train_begin(self, logs=None):
+        atomic_write_text(self.path, FLAGS.flags_into_string())
 
 
-def run_training(argv, config_cls, train: Callable[[Any], Dict[str, Any]]) -> None:
-    """The main of the training scripts: flags -> `config_cls` -> validate -> flags.txt -> `train(config)`,
-    metrics printed as JSON."""
+def run_training(argv, config_cls, train: Callable[..., Dict[str, Any]]) -> None:
+    """The main of the training scripts: flags -> `config_cls` -> `train(config)` (which checks every input before
+    it writes anything; flags.txt is written when fitting begins), metrics printed as JSON."""
 
     def body():
-        config = common.config_from_flags(config_cls).validate()
-        write_flags(config.output_dir, config.resume)
-        metrics = train(config)
+        config = common.config_from_flags(config_cls, verbose=common.fit_verbose())
+        metrics = train(config, callbacks=[RecordFlags(config.output_dir)])
         print(json.dumps(metrics, indent=1))
 
     common.run_main_without_args(argv, body)

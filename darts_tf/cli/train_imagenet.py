@@ -11,7 +11,14 @@ Flags are the fields of `darts_tf.cnn.train.ImageNetConfig`; reports top-1 / top
 from __future__ import annotations
 
 from darts_tf.cli import common
-from darts_tf.cli.train import define_config_flags, run_training
+from darts_tf.cli.train import HELP, define_config_flags, run_training
+
+IMAGENET_HELP = {
+    **HELP,
+    "learning_rate": "Initial SGD learning rate, multiplied by learning_rate_decay every epoch (exponential decay).",
+    "dataset": "imagenet2012 (tfds; the tars in data_dir/downloads/manual), an image-folder tree DIR/{train,val}/"
+               "<class>/*, or an in-memory tfds image dataset (cifar100, imagenet_resized/32x32, digits, ...).",
+}
 
 
 def main(argv):
@@ -24,7 +31,7 @@ def run():
     """Console-script entry point (darts-train-imagenet)."""
     from darts_tf.cnn.train import ImageNetConfig
 
-    common.start(main, lambda: define_config_flags(ImageNetConfig))
+    common.start(main, lambda: define_config_flags(ImageNetConfig, IMAGENET_HELP))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ JSON file says its own kind, and a name is looked up among the CNN genotypes, th
 from __future__ import annotations
 
 import os
-import sys
 from typing import Sequence
 
 from absl import app, flags
 
 from darts_tf import genotypes
+from darts_tf.cli import common
 from darts_tf.visualize import GraphvizNotFoundError, check_formats, plot_genotype
 
 FLAGS = flags.FLAGS
@@ -47,21 +47,21 @@ def resolve_any_genotype(name_or_path: str, kind: str = "auto") -> genotypes.Any
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) != 2:
-        raise app.UsageError(f"Expected exactly one genotype name or JSON file. Received: {list(argv[1:])}\nUsage: {USAGE}")
-    try:
+        raise app.UsageError(f"Expected exactly one genotype name or JSON file. Received: {list(argv[1:])}. "
+                             f"Usage: {USAGE}")
+
+    def body():
         formats = check_formats(FLAGS.formats)
         genotype = resolve_any_genotype(argv[1], FLAGS.kind)
-        written = plot_genotype(genotype, FLAGS.output_dir, formats=formats)
-    except (genotypes.GenotypeError, FileNotFoundError, ValueError, GraphvizNotFoundError) as e:
-        print(f"darts-visualize: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    for path in written:
-        print(path)
+        for path in plot_genotype(genotype, FLAGS.output_dir, formats=formats):
+            print(path)
+
+    common.run_main(body, errors=(GraphvizNotFoundError,))
 
 
 def run() -> None:
     """Console-script entry point (`darts-visualize`)."""
-    app.run(main)
+    common.start(main)
 
 
 if __name__ == "__main__":

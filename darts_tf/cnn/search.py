@@ -133,6 +133,7 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     check_output_dir(config.output_dir)
     checkpoint.start_run(config.seed, config.deterministic)
     if data is None:
+        logging.info("Loading the dataset %s ...", config.dataset)
         data = images.load_image_data(config.dataset, config.data_dir, download=config.download)
     size = data.image_shape[0]
     augment = images.AugmentConfig.for_image_size(size, flip=data.name != "digits",
@@ -144,6 +145,8 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
                                      augment=augment, mean=data.mean, std=data.std)
 
     _, steps = stream(0)
+    logging.info("Building the search network (%d cells, C=%d, every candidate operation on every edge) ...",
+                 config.layers, config.init_channels)
     model = build_search_model(config, data.image_shape, data.num_classes, steps)
     logging.info("CNN search: %s, %d train images, %d steps/epoch, mode %s", data.name, len(data.train_images), steps,
                  config.arch_mode)

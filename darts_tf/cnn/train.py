@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from darts_tf.guards import NonFiniteGuard
+from darts_tf.guards import FirstStepNotice, NonFiniteGuard
 from darts_tf.io_utils import check_output_dir, save_model_atomic, write_json
 from darts_tf.run_files import RunFiles
 from darts_tf import checkpoint
@@ -356,7 +356,7 @@ def _fit(spec: _RunSpec, model: keras.Model, meta: Dict[str, Any], callbacks) ->
         model.fit(source.train_fn(initial_epoch), epochs=cfg.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=source.steps_per_epoch, validation_data=source.eval_fn() if cfg.eval_every else None,
                   validation_freq=max(cfg.eval_every, 1), verbose=cfg.verbose, shuffle=False,
-                  callbacks=[NonFiniteGuard(state_path=files.state), DropPathSchedule(cfg.drop_path_prob, cfg.epochs),
+                  callbacks=[NonFiniteGuard(state_path=files.state), FirstStepNotice(), DropPathSchedule(cfg.drop_path_prob, cfg.epochs),
                              scalars, checkpoint.EpochCheckpoint(cfg.output_dir, extra_fn=extra),
                              keras.callbacks.TensorBoard(files.tensorboard, write_graph=False), *callbacks])
     return scalars
@@ -396,6 +396,7 @@ def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[
     cfg, source = spec.config, spec.source
     checkpoint.check_run_config(cfg.output_dir, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
     checkpoint.start_run(cfg.seed)
+    logging.info("Building the network (%d cells, C=%d) ...", cfg.layers, cfg.init_channels)
     model = _build(spec)
     check_output_dir(cfg.output_dir, checkpoint.state_size_bytes(model))
     logging.info("Genotype %s: %.3fM parameters (without the auxiliary head); %d train / %d %s examples, %d steps/epoch.",
@@ -410,12 +411,20 @@ def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[
     return metrics
 
 
+def check_inputs(config) -> gt.Genotype:
+    """What a training refuses before it loads data or writes a file: the config (`TrainConfig` or `ImageNetConfig`),
+    the genotype and the output location. Returns the genotype."""
+    config.validate()
+    genotype = gt.as_genotype(config.genotype, "cnn")
+    check_output_dir(config.output_dir)
+    return genotype
+
+
 def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
     """Trains NetworkCIFAR on `config.dataset` (paper A.2.1) and writes the run's artifacts; returns metrics.json."""
-    config.validate()
-    check_output_dir(config.output_dir)
-    genotype = gt.as_genotype(config.genotype, "cnn")
+    genotype = check_inputs(config)
     augment = images.AugmentConfig(crop_padding=4, flip=True, cutout_length=config.cutout_length)
+    logging.info("Loading the dataset %s ...", config.dataset)
     source = _in_memory_source(images.load_image_data(config.dataset, config.data_dir), config.dataset,
                                config.data_dir, config.batch_size, config.epochs, config.seed,
                                config.validation_portion, augment)
@@ -432,9 +441,8 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
 
 def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
     """Transfer of a cell to ImageNet (paper A.2.3) or another image dataset; returns metrics.json."""
-    config.validate()
-    check_output_dir(config.output_dir)
-    genotype = gt.as_genotype(config.genotype, "cnn")
+    genotype = check_inputs(config)
+    logging.info("Loading the dataset %s ...", config.dataset)
     if is_streamed_dataset(config.dataset):
         source = _streamed_source(config)
     else:

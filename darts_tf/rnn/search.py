@@ -100,9 +100,15 @@ class SearchConfig:
 
 def load_search_corpus(config: SearchConfig) -> Corpus:
     """The corpus of ``config.data_dir``; for 'smoke', the offline corpus (written to data_dir or the run directory)."""
+    logging.info("Loading the corpus %s ...", config.data_dir or config.dataset)
     if config.dataset == SMOKE:
         return load_corpus(SMOKE, config.data_dir or RunFiles(config.output_dir).smoke_corpus)
     return load_corpus(config.data_dir, "")
+
+
+def batched_streams(corpus: Corpus, config: SearchConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """The train and search-validation streams as [batch_size, steps] (a corpus too small for the batch is refused)."""
+    return batchify(corpus.train, config.batch_size), batchify(corpus.valid, config.batch_size)
 
 
 def search_windows_per_epoch(n_steps: int, bptt: int, seed: int, epochs: int, max_seq_len_delta: int) -> Tuple[int, int]:
@@ -151,13 +157,21 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     """
     config.validate()
     check_output_dir(config.output_dir)
+    # The corpus is read and batched (a missing, malformed or too small one refused) before the run directory is
+    # created; only the offline corpus, when it is generated into the run directory, waits until it is accepted.
+    into_run_dir = corpus is None and config.dataset == SMOKE and not config.data_dir
+    if corpus is None and not into_run_dir:
+        corpus = load_search_corpus(config)
+    streams = None if corpus is None else batched_streams(corpus, config)
     flags = {**config.to_dict(), **(extra_flags or {})}
     checkpoint.check_run_config(config.output_dir, flags, config.resume)  # before writing anything
     checkpoint.start_run(config.seed, config.deterministic)
-    corpus = corpus if corpus is not None else load_search_corpus(config)
-    train_batched = batchify(corpus.train, config.batch_size)
-    valid_batched = batchify(corpus.valid, config.batch_size)
+    if streams is None:
+        corpus = load_search_corpus(config)
+        streams = batched_streams(corpus, config)
+    train_batched, valid_batched = streams
     _, steps = rnn_search_dataset(train_batched, valid_batched, config)
+    logging.info("Building the search network (%d units, every candidate operation on every edge) ...", config.units)
     model = build_search_model(config, corpus.vocab_size)
     corpus.save_vocab(RunFiles(config.output_dir).vocab)
     logging.info("RNN search: %s, vocabulary %d, %d train tokens, %d windows/epoch, mode %s", config.dataset,

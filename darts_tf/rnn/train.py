@@ -39,7 +39,7 @@ from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import TRAIN
 from darts_tf.data.text import SMOKE, batchify, lm_dataset, load_corpus
-from darts_tf.guards import NonFiniteGuard
+from darts_tf.guards import FirstStepNotice, NonFiniteGuard
 from darts_tf.io_utils import check_output_dir, save_model_atomic, save_weights_atomic, write_json
 from darts_tf.rnn.evaluate import corpus_perplexities, evaluate_loss
 from darts_tf.rnn.networks import RNNModel
@@ -275,7 +275,7 @@ def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: T
     validation = ValidationAndASGD(valid_batched, config.bptt, config.nonmono, output_dir, meta["val_losses"],
                                    meta["best_val_loss"], verbose=verbose)
     guard = NonFiniteGuard(state_path=RunFiles(output_dir).state if output_dir else None)
-    all_callbacks: List[keras.callbacks.Callback] = [guard, validation]
+    all_callbacks: List[keras.callbacks.Callback] = [guard, FirstStepNotice(), validation]
     if output_dir:
         all_callbacks.append(checkpoint.EpochCheckpoint(output_dir, [model.optimizer],
                                                         extra_fn=lambda epoch: validation.state()))
@@ -286,7 +286,7 @@ def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: T
                                     epochs=epochs, max_seq_len_delta=config.max_seq_len_delta)
         model.carried.reset(TRAIN, batch_size=config.batch_size)
         fitted = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                           callbacks=all_callbacks, verbose=verbose)
+                           callbacks=all_callbacks, verbose=verbose, shuffle=False)  # the stream is shuffled
         history = {k: [float(x) for x in v] for k, v in fitted.history.items()}
     return RNNTrainResult(epochs_done=max(epochs, initial_epoch), val_losses=list(validation.val_losses),
                           best_val_loss=validation.best_val_loss, history=history)
@@ -308,13 +308,18 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
     genotype = gt.as_genotype(config.genotype, "rnn")  # a name, a JSON file or inline JSON
     check_output_dir(output_dir)
     outputs = RunFiles(output_dir)
+    # A corpus directory is read (a missing or malformed one refused) before the run directory is created; only the
+    # offline corpus, which is generated into the run directory, waits until the directory is accepted.
+    logging.info("Loading the corpus %s ...", data_dir)
+    corpus = None if data_dir == SMOKE else load_corpus(data_dir, "")
     run_config = {"preset": preset, "data_dir": data_dir, **dataclasses.asdict(config)}
     checkpoint.check_run_config(output_dir, run_config, resume, ignore=("resume", "epochs", "export", "verbose"))
-    corpus = load_corpus(data_dir, outputs.smoke_corpus)
+    corpus = corpus or load_corpus(SMOKE, outputs.smoke_corpus)
     gt.save_genotype(genotype, outputs.genotype, {"source": config.genotype})
     corpus.save_vocab(outputs.vocab)
 
     checkpoint.start_run(config.seed)
+    logging.info("Building the network (%s, %d units) ...", config.genotype, config.units)
     model = compile_model(build_model(dataclasses.replace(config, genotype=outputs.genotype), corpus.vocab_size), config)
     check_output_dir(output_dir, checkpoint.state_size_bytes(model))
     params = int(sum(v.numpy().size for v in model.trainable_variables))

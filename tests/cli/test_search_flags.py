@@ -15,11 +15,12 @@ from tests.helpers import ENV
     ("darts_tf.cli.rnn_search", "--arch_mode=bogus", "<first_order|second_order_exact|second_order_fd>"),
 ])
 def test_a_bad_mode_is_refused_when_the_flags_are_parsed(tmp_path, module, flag, allowed):
-    """absl's usage error (exit status 1, before the script's main runs: nothing is written), naming the values."""
+    """A flag-parsing error (exit status 2, like every bad input; before the script's main runs: nothing is written),
+    naming the values."""
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", module, f"--output_dir={out}", flag], env=ENV, capture_output=True,
                           text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"Flags parsing error: flag {flag}: value should be one of {allowed}" in proc.stderr
     assert not out.exists()
 
