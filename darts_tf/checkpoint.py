@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf.guards import SEARCH_RATE_FLAGS, WEIGHT_RATE_FLAGS, check_finite, lower_rate_hint
-from darts_tf.io_utils import atomic_savez, damaged_message, load_npz, write_json
+from darts_tf.io_utils import atomic_savez, damaged_message, load_npz, remove_temporaries, write_json
 from darts_tf.run_files import RunFiles
 
 
@@ -156,7 +156,8 @@ def check_run_config(directory: str, config: Dict[str, Any], resume: bool,
     """Writes `config` as the run's flags, or refuses a directory that holds another run's checkpoint.
 
     With ``resume`` the saved flags must match (except the keys in `ignore`); without it, a directory that
-    already holds a checkpoint is refused so that a run never overwrites another one by accident.
+    already holds a checkpoint is refused so that a run never overwrites another one by accident. An accepted run
+    first removes the temporary files that a killed run left behind (``io_utils.remove_temporaries``).
     """
     os.makedirs(directory, exist_ok=True)
     path = RunFiles(directory).run_config
@@ -171,6 +172,7 @@ def check_run_config(directory: str, config: Dict[str, Any], resume: bool,
             detail = "; ".join(f"{k}: checkpoint has {saved.get(k)!r}, now {config.get(k)!r}" for k in diffs)
             raise ValueError(f"Output directory {directory} holds another run's checkpoint with different flags ({detail}). "
                              f"Resume with the same flags or choose a new --output_dir.")
+    remove_temporaries(directory)
     write_json(path, config)
 
 

@@ -211,6 +211,28 @@ def publish_directory(path: str, verify: Optional[Callable[[str], Any]] = None) 
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# The names of this module's temporaries: a file or directory being written (.tmp-), one being replaced (.old-).
+TEMPORARY_PREFIXES = (".tmp-", ".old-")
+
+
+def remove_temporaries(directory: str) -> List[str]:
+    """Removes the temporaries that writers killed mid-write left in `directory` and below (never read: each is
+    renamed over its target only once complete); returns their paths. Call it when a run starts in its directory,
+    where no other process writes, so that killed and resumed runs do not pile them up."""
+    removed = []
+    for parent, subdirs, names in os.walk(directory):
+        for name in [*names, *subdirs]:
+            if name.startswith(TEMPORARY_PREFIXES):
+                path = os.path.join(parent, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+                removed.append(path)
+        subdirs[:] = [d for d in subdirs if not d.startswith(TEMPORARY_PREFIXES)]
+    return removed
+
+
 def _save_through_rename(path: str, save: Callable[[str], Any]) -> None:
     """`save(tmp)` to a temporary name in the same directory (keeping `path`'s suffix, which Keras checks), then a
     rename: readers never see half a file."""

@@ -241,12 +241,26 @@ class ValidationAndASGD(keras.callbacks.Callback):
         return {"val_losses": self.val_losses, "best_val_loss": self.best_val_loss}
 
 
+class EpochLogs(keras.callbacks.Callback):
+    """Every epoch's logs (the validation's included: put it after ``ValidationAndASGD``), carried in the checkpoint
+    so that the history of a resumed run, like that of an uninterrupted one, starts at epoch 1."""
+
+    def __init__(self, history: Optional[Dict[str, List[float]]] = None):
+        super().__init__()
+        self.history: Dict[str, List[float]] = {k: list(v) for k, v in (history or {}).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+
+
 @dataclasses.dataclass
 class RNNTrainResult:
     epochs_done: int
     val_losses: List[float]
     best_val_loss: float
-    history: Dict[str, List[float]]
+    history: Dict[str, List[float]]  # the epochs of this call
+    run_history: Dict[str, List[float]] = dataclasses.field(default_factory=dict)  # every epoch of the run, from 1
 
     @property
     def best_val_ppl(self) -> float:
@@ -268,17 +282,18 @@ def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: T
     if not isinstance(getattr(model, "optimizer", None), AveragedSGD):
         raise ValueError("Compile the model with an AveragedSGD optimizer first (the ASGD switch needs it): "
                          "darts_tf.rnn.train.compile_model(model, config).")
-    meta: Dict[str, Any] = {"epochs_done": 0, "val_losses": [], "best_val_loss": float("inf")}
+    meta: Dict[str, Any] = {"epochs_done": 0, "val_losses": [], "best_val_loss": float("inf"), "history": {}}
     if resume and output_dir and checkpoint.has_state(output_dir):
         meta.update(checkpoint.restore_state(output_dir, model, [model.optimizer]))
     initial_epoch = int(meta["epochs_done"])
     validation = ValidationAndASGD(valid_batched, config.bptt, config.nonmono, output_dir, meta["val_losses"],
                                    meta["best_val_loss"], verbose=verbose)
     guard = NonFiniteGuard(state_path=RunFiles(output_dir).state if output_dir else None)
-    all_callbacks: List[keras.callbacks.Callback] = [guard, FirstStepNotice(), validation]
+    epoch_logs = EpochLogs(meta["history"])
+    all_callbacks: List[keras.callbacks.Callback] = [guard, FirstStepNotice(), validation, epoch_logs]
     if output_dir:
-        all_callbacks.append(checkpoint.EpochCheckpoint(output_dir, [model.optimizer],
-                                                        extra_fn=lambda epoch: validation.state()))
+        all_callbacks.append(checkpoint.EpochCheckpoint(
+            output_dir, [model.optimizer], extra_fn=lambda epoch: {**validation.state(), "history": epoch_logs.history}))
     all_callbacks.extend(callbacks)
     history: Dict[str, List[float]] = {}
     if initial_epoch < epochs:
@@ -289,7 +304,7 @@ def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: T
                            callbacks=all_callbacks, verbose=verbose, shuffle=False)  # the stream is shuffled
         history = {k: [float(x) for x in v] for k, v in fitted.history.items()}
     return RNNTrainResult(epochs_done=max(epochs, initial_epoch), val_losses=list(validation.val_losses),
-                          best_val_loss=validation.best_val_loss, history=history)
+                          best_val_loss=validation.best_val_loss, history=history, run_history=epoch_logs.history)
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -334,7 +349,7 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
     ppl = corpus_perplexities(model, corpus, config.eval_batch_size, config.test_batch_size, config.bptt)
     save_model_atomic(model, outputs.model)
     metrics = {**ppl, "best_val_loss": result.best_val_loss, "best_val_ppl": result.best_val_ppl,
-               "epochs_done": result.epochs_done, "history": result.history, "val_losses": result.val_losses,
+               "epochs_done": result.epochs_done, "history": result.run_history, "val_losses": result.val_losses,
                "params": params, "params_M": params / 1e6, "vocab_size": corpus.vocab_size,
                "genotype": config.genotype, "preset": preset, "data_dir": data_dir, "wall_time_s": time.time() - start}
     if export:
