@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf.guards import SEARCH_RATE_FLAGS, WEIGHT_RATE_FLAGS, check_finite, lower_rate_hint
-from darts_tf.io_utils import atomic_savez, damaged_message, load_npz, remove_temporaries, write_json
+from darts_tf.io_utils import atomic_savez, damaged_message, load_json, load_npz, remove_temporaries, write_json
 from darts_tf.run_files import RunFiles
 
 
@@ -162,8 +162,8 @@ def check_run_config(directory: str, config: Dict[str, Any], resume: bool,
     os.makedirs(directory, exist_ok=True)
     path = RunFiles(directory).run_config
     if has_state(directory) and os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
+        saved = load_json(path, "run config", "restore a copy of it, or choose a new --output_dir (the checkpoint "
+                          "cannot be resumed without the flags it was written with).")
         if not resume:
             raise ValueError(f"Output directory {directory} already holds a run's checkpoint. Pass --resume to continue "
                              f"it, or choose a new --output_dir.")

@@ -106,6 +106,18 @@ def load_npz(path: str, what: str, fix: str, error: Type[ValueError] = DamagedFi
         raise error(damaged_message(path, what, e, fix)) from e
 
 
+def load_json(path: str, what: str, fix: str, error: Type[ValueError] = DamagedFileError) -> Any:
+    """The JSON document `path` (a darts_tf `what`: "run config", "metrics file"); a file that cannot be read back
+    (truncated, garbled, not UTF-8) raises one `error` naming it and `fix`, as `load_npz` does."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise
+    except (ValueError, UnicodeDecodeError, OSError) as e:  # json.JSONDecodeError is a ValueError
+        raise error(damaged_message(path, what, e, fix)) from e
+
+
 def damaged_message(path: str, what: str, cause: BaseException, fix: str) -> str:
     return f"{path} is damaged (truncated or not a darts_tf {what}: {type(cause).__name__}: {cause}): {fix}"
 

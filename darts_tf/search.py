@@ -22,7 +22,6 @@ checkpoint of the epoch before is kept, and no genotype, alphas or metrics are w
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -35,7 +34,7 @@ from absl import logging
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.guards import SEARCH_RATE_FLAGS, FirstStepNotice, NonFiniteGuard, check_finite
-from darts_tf.io_utils import atomic_savez, check_output_dir, load_npz, write_json
+from darts_tf.io_utils import atomic_savez, check_output_dir, DamagedFileError, load_json, load_npz, write_json
 from darts_tf.run_files import RunFiles
 
 
@@ -55,6 +54,16 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+def _metrics_history(outputs: RunFiles) -> List[Dict[str, float]]:
+    """The per-epoch metrics that a resumed search continues (metrics.json's "history")."""
+    fix = f"{_RERUN} of {outputs.metrics}."
+    metrics = load_json(outputs.metrics, "metrics file", fix)
+    history = metrics.get("history") if isinstance(metrics, dict) else None
+    if not isinstance(history, list):
+        raise DamagedFileError(f"{outputs.metrics} is damaged (no per-epoch \"history\" list): {fix}")
+    return history
+
+
 class ArchitectureLogger(keras.callbacks.Callback):
     """After every epoch: the derived genotype (JSON + TensorBoard text), the alphas (history file +
     softmax heatmaps), and the epoch's metrics. The model must provide ``genotype()`` and ``alphas_numpy()``."""
@@ -69,8 +78,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
             data = load_npz(outputs.alpha_history, "alpha history", _RERUN)
             self.history = {k: list(v[:initial_epoch]) for k, v in data.items()}
         if initial_epoch and os.path.isfile(outputs.metrics):
-            with open(outputs.metrics) as f:
-                self.metrics_history = json.load(f).get("history", [])[:initial_epoch]
+            self.metrics_history = _metrics_history(outputs)[:initial_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
         genotype = self.model.genotype()
@@ -130,7 +138,7 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
                       logger, checkpoint.EpochCheckpoint(output_dir), *callbacks])
         history = logger.metrics_history
     else:
-        history = json.load(open(outputs.metrics))["history"] if os.path.isfile(outputs.metrics) else []
+        history = _metrics_history(outputs) if os.path.isfile(outputs.metrics) else []
     epochs_done = history[-1]["epoch"] if history else initial_epoch
     alphas = model.alphas_numpy()
     check_finite(alphas, f"The alphas of {output_dir} after epoch {epochs_done}", _DIVERGED)
@@ -163,8 +171,8 @@ def load_search_alphas(search_dir: str) -> SearchAlphas:
     files = RunFiles(search_dir)
     config: Dict[str, Any] = {}
     if os.path.isfile(files.run_config):
-        with open(files.run_config) as f:
-            config = json.load(f)
+        config = load_json(files.run_config, "run config", f"restore a copy of {files.run_config}, or derive from "
+                           f"{files.alphas} with --primitives given explicitly.")
     epochs = config.get("epochs")
     primitives = [p.strip() for p in config["primitives"].split(",") if p.strip()] if "primitives" in config else None
     if os.path.isfile(files.alphas):

@@ -153,3 +153,33 @@ def test_resuming_a_search_from_a_truncated_checkpoint_exits_2_with_one_error_li
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {path} is damaged (truncated or not a darts_tf checkpoint: BadZipFile: File is not a zip "
                       f"file): delete it to start over, or restore a copy."], proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("how", ("truncated", "garbled", "empty", "text"))
+def test_a_damaged_run_config_is_refused_with_one_error_naming_the_file_and_the_fix(tmp_path, how):
+    checkpoint.check_run_config(str(tmp_path), {"seed": 1, "epochs": 3}, resume=False)
+    saved(tmp_path, first=1.0)
+    path = RunFiles(str(tmp_path)).run_config
+    damage_file(path, how)
+    with pytest.raises(ValueError, match=rf"^{path} is damaged \(truncated or not a darts_tf run config: "
+                                         rf"(JSONDecodeError|UnicodeDecodeError): .*\): restore a copy of it, or choose a "
+                                         rf"new --output_dir \(the checkpoint cannot be resumed without the flags it was "
+                                         rf"written with\)\.$"):
+        checkpoint.check_run_config(str(tmp_path), {"seed": 1, "epochs": 3}, resume=True)
+
+
+def test_resuming_a_search_whose_run_config_is_garbled_exits_2_with_one_error_line(tmp_path):
+    saved(tmp_path, first=1.0)
+    path = RunFiles(str(tmp_path)).run_config
+    with open(path, "w") as f:
+        f.write('{"seed": 0, "epo')  # a write cut short
+    proc = subprocess.run([sys.executable, "-m", "darts_tf.cli.search", f"--output_dir={tmp_path}", "--dataset=digits",
+                           "--batch_size=32", "--epochs=1", "--init_channels=4", "--layers=3", "--nodes=1",
+                           "--primitives=none,skip_connect", "--resume"], env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {path} is damaged (truncated or not a darts_tf run config: JSONDecodeError: Unterminated "
+                      f"string starting at: line 1 column 13 (char 12)): restore a copy of it, or choose a new "
+                      f"--output_dir (the checkpoint cannot be resumed without the flags it was written with)."], \
+        proc.stderr[-3000:]

@@ -183,3 +183,16 @@ def test_a_cnn_search_with_a_diverging_learning_rate_exits_2_with_one_error_line
     assert len(errors) == 1 and "Training diverged at epoch 1, step" in errors[0], proc.stderr[-3000:]
     assert "lower --learning_rate or --arch_learning_rate" in errors[0]
     assert not os.path.exists(tmp_path / "genotype.json") and not os.path.exists(tmp_path / "metrics.json")
+
+
+@pytest.mark.parametrize("content, cause", [('{"history": [{"epoch": 1, "lo', "JSONDecodeError"),
+                                            ("[1, 2]", None), ('{"final": {}}', None)])
+def test_resuming_a_search_whose_metrics_file_is_damaged_names_the_file_and_the_fix(tmp_path, content, cause):
+    search(tmp_path, toy_model(), epochs=3, callbacks=[StopAfterEpochs(1)])
+    path = RunFiles(str(tmp_path)).metrics
+    with open(path, "w") as f:
+        f.write(content)
+    what = rf"truncated or not a darts_tf metrics file: {cause}: .*" if cause else r'no per-epoch "history" list'
+    with pytest.raises(ValueError, match=rf"^{path} is damaged \({what}\): delete it and the run's training_state\.npz "
+                                         rf"to start the search over, or restore a copy of {path}\.$"):
+        search(tmp_path, toy_model(), epochs=3, resume=True)

@@ -99,14 +99,31 @@ def run_main(body: Callable[[], Any], errors: Tuple[type, ...] = ()) -> None:
         fail(str(e).replace("\n", " "))
 
 
+# absl's help flags: each prints its text and exits with status 1, as if the request had failed.
+_HELP_FLAGS = ("help", "h", "?", "helpshort", "helpfull", "helpxml")
+
+
+def _asks_for_help(args: List[str]) -> bool:
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] in _HELP_FLAGS:
+            return True
+    return False
+
+
 def parse_flags(argv: List[str]) -> List[str]:
     """The `flags_parser` of `app.run`: absl's, except that an unknown flag or a bad value is one `error:` line and
-    exit status 2 (absl prints two lines and exits 1)."""
+    exit status 2 (absl prints two lines and exits 1), and that asking for help exits 0 (absl exits 1)."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
         message = " ".join(str(e).split())
         fail(f"Flags parsing error: {message} (--help lists this script's flags).")
+    except SystemExit as e:
+        if e.code == 1 and _asks_for_help(argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def reject_positional_args(argv) -> None:

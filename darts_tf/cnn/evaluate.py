@@ -4,7 +4,6 @@ validation split carved from train exactly as the training run carved it; unset 
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, Optional
 
@@ -12,6 +11,7 @@ import keras
 
 from darts_tf.cnn.train import eval_arrays, is_streamed_dataset
 from darts_tf import run_files
+from darts_tf.io_utils import load_json
 from darts_tf.data import images, imagenet
 from darts_tf.run_files import RunFiles, run_dir_of
 
@@ -19,8 +19,7 @@ from darts_tf.run_files import RunFiles, run_dir_of
 def _read_json_beside(model_path: str, name: str) -> Dict[str, Any]:
     path = RunFiles(run_dir_of(model_path)).path(name)
     if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
+        return load_json(path, name, f"restore a copy of {path} from the run, or delete it and pass the settings as flags.")
     return {}
 
 

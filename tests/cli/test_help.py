@@ -37,8 +37,17 @@ def test_every_console_script_has_an_own_flag_to_look_for():
 @pytest.mark.parametrize("name", sorted(OWN_FLAG))
 def test_help_lists_the_scripts_own_flags_under_its_docstring(name):
     proc = console_help(name)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # a request for help is not a failure (absl exits 1)
     out = proc.stdout
     assert out.startswith(f"{name}: "), out[:500]  # the script module's docstring, not "USAGE: ..."
     flags_section = out.split("\nflags:\n", 1)[1]
     assert f"\n{name}:\n" in flags_section, out[-2000:]
     assert f"\n  --{OWN_FLAG[name]}: " in flags_section.split("\nTry --helpfull", 1)[0], out[-2000:]
+
+
+@pytest.mark.parametrize("flag", ["-h", "--helpfull", "--helpshort"])
+def test_every_help_flag_exits_0(flag):
+    proc = console_help("darts-derive") if flag == "-h" else subprocess.run(
+        [sys.executable, "-m", "darts_tf.cli.derive", flag], env=ENV, capture_output=True, text=True, timeout=300,
+        cwd=ROOT)
+    assert proc.returncode == 0 and "--search_dir" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
