@@ -171,7 +171,8 @@ class DatasetArtifact:
                 arrays[split] = (data["images"], data["labels"])
         m = self.metadata
         return ImageData(arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1],
-                         int(m["num_classes"]), m["name"], tuple(m["mean"]), tuple(m["std"]))
+                         int(m["num_classes"]), m["name"], tuple(m["mean"]), tuple(m["std"]),
+                         tuple(m.get("class_names", ())))  # artifacts written before class_names: '0', '1', ...
 
     @property
     def corpus_dir(self) -> str:
@@ -194,7 +195,8 @@ def write_image_dataset(path: str, data, stage: str = "ingest") -> DatasetArtifa
             "kind": "images", "name": data.name, "splits": splits, "dataset_hash": _combined_hash(
                 {k: v["sha256"] for k, v in splits.items()}),
             "num_classes": int(data.num_classes), "image_shape": list(data.image_shape),
-            "mean": [float(m) for m in data.mean], "std": [float(s) for s in data.std]})
+            "mean": [float(m) for m in data.mean], "std": [float(s) for s in data.std],
+            "class_names": [str(c) for c in data.class_names]})
     return read_dataset(path, stage)
 
 

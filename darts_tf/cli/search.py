@@ -15,7 +15,8 @@ from darts_tf.search import run_random_search
 
 common.define_flags_from_dataclass(SearchConfig, {
     "output_dir": "Directory for genotypes, alphas, TensorBoard logs and checkpoints (required).",
-    "dataset": "cifar10, cifar100, digits (offline, ships with scikit-learn) or any tfds image dataset.",
+    "dataset": "cifar10, cifar100, digits (offline, ships with scikit-learn), any tfds image dataset, a folder "
+               "DIR/train/<class>/* + DIR/test/<class>/* (or val/), or an .npz with x_train, y_train, x_test, y_test.",
     "data_dir": "tfds data directory (default: tfds' own).",
     "download": "Let tfds download the dataset if it is not prepared in --data_dir.",
     "train_portion": "Share of the training split that trains w; the rest trains alpha.",

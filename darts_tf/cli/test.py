@@ -27,7 +27,8 @@ def define_flags():
     flags.DEFINE_float("validation_portion", None, "Held-out portion of train (default: the training run's).")
     flags.DEFINE_integer("seed", None, "Seed of the train/validation split (default: the training run's).")
     flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default: the training run's).")
-    flags.DEFINE_integer("image_size", None, "Crop size for streamed ImageNet data (default: the training run's).")
+    flags.DEFINE_integer("image_size", None, "Image size the data is resized to (streamed data: the crop size; default: "
+                         "the training run's).")
     flags.DEFINE_string("output_json", None, "Also write the result to this JSON file.")
     flags.mark_flag_as_required("model")
 

@@ -11,7 +11,6 @@ begins).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Callable, Dict
 
@@ -26,7 +25,8 @@ FLAGS = flags.FLAGS
 
 HELP: Dict[str, str] = {
     "genotype": "Published genotype name (DARTS_V2, DARTS_V1, NASNet, AmoebaNet, ...) or path of a genotype JSON file.",
-    "dataset": "cifar10, cifar100, digits (offline), or any tfds image-classification dataset.",
+    "dataset": "cifar10, cifar100, digits (offline), any tfds image-classification dataset, a folder "
+               "DIR/train/<class>/* + DIR/test/<class>/* (or val/), or an .npz with x_train, y_train, x_test, y_test.",
     "data_dir": "tfds data_dir (where prepared datasets live).",
     "layers": "Number of cells.",
     "init_channels": "Initial channels C.",
@@ -43,7 +43,6 @@ HELP: Dict[str, str] = {
     "export": "Also write a SavedModel (uint8 images -> probabilities) to output_dir/saved_model.",
     "eval_every": "Evaluate the held-out split every N epochs during training (0 = only at the end).",
     "verbose": common.VERBOSE_HELP,
-    "image_size": "Crop size of streamed (ImageNet) datasets.",
     "network": "auto (NetworkImageNet for images >= 64 px, else NetworkCIFAR), imagenet, or cifar.",
     "learning_rate_decay": "Learning-rate factor applied every epoch.",
     "label_smoothing": "Label smoothing of the cross-entropy.",
@@ -51,9 +50,9 @@ HELP: Dict[str, str] = {
 
 
 def define_config_flags(cls, help_texts: Dict[str, str] = HELP) -> None:
-    """One absl flag per field of the config dataclass `cls`, with the field's default."""
-    texts = {f.name: help_texts.get(f.name, f.name.replace("_", " ") + ".") for f in dataclasses.fields(cls)}
-    for define, name, default, text in common.dataclass_flags(cls, texts):
+    """One absl flag per field of the config dataclass `cls`, with the field's default (help: `help_texts`, else the
+    field's metadata)."""
+    for define, name, default, text in common.dataclass_flags(cls, help_texts):
         define(name, default, text)  # here, so that the flags are this script's (its --help lists them)
 
 

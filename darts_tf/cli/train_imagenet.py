@@ -17,7 +17,8 @@ IMAGENET_HELP = {
     **HELP,
     "learning_rate": "Initial SGD learning rate, multiplied by learning_rate_decay every epoch (exponential decay).",
     "dataset": "imagenet2012 (tfds; the tars in data_dir/downloads/manual), an image-folder tree DIR/{train,val}/"
-               "<class>/*, or an in-memory tfds image dataset (cifar100, imagenet_resized/32x32, digits, ...).",
+               "<class>/* (streamed), or an in-memory dataset: a tfds image dataset (cifar100, imagenet_resized/32x32, "
+               "digits, ...) or an .npz with x_train, y_train, x_test, y_test.",
 }
 
 

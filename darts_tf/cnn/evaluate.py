@@ -72,12 +72,17 @@ def evaluate(model_path: str, dataset: Optional[str] = None, data_dir: Optional[
     model = load_model(model_path)
     expected = model_image_shape(model)
 
-    if is_streamed_dataset(dataset):
+    # Streamed as in training (data_info.json says how the run read it; older runs: by the dataset's kind).
+    streamed = read_data_info(model_path).get("streamed", is_streamed_dataset(dataset) and "network" in run)
+    if streamed:
         size = int(image_size or run.get("image_size", 224))
         data = imagenet.imagenet_datasets(dataset, data_dir, image_size=size, batch_size=batch_size, seed=seed)
         eval_ds, n, split, shape = data.validation, data.validation_size, "validation", (size, size, 3)
     else:
-        data = images.load_image_data(dataset, data_dir)
+        if image_size is None:  # darts-train's image_size resized the data; darts-train-imagenet's is a crop size
+            image_size = 0 if "network" in run else run.get("image_size", 0)
+        size = int(image_size)
+        data = images.load_image_data(dataset, data_dir, image_size=size)
         _, _, x_ev, y_ev = eval_arrays(data, split, portion, seed)
         eval_ds = images.epoch_dataset(x_ev, y_ev, min(batch_size, len(x_ev)), seed=seed, epoch=0, mean=data.mean,
                                        std=data.std, shuffle=False, augment=None, drop_remainder=False)

@@ -14,6 +14,7 @@ from absl import logging
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
+from darts_tf.data.augment import AUGMENT_FLAG_METADATA, IMAGE_SIZE_METADATA, default_augmentation
 from darts_tf.io_utils import check_output_dir
 from darts_tf.search import run_bilevel_search
 
@@ -23,9 +24,12 @@ class SearchConfig:
     """The CIFAR-10 search of the paper (A.1.1); defaults are the reference's train_search.py."""
 
     output_dir: str = ""
-    dataset: str = "cifar10"
+    dataset: str = "cifar10"  # a tfds name, 'digits', a folder DIR/{train,test}/<class>/* or an .npz (darts_tf.data.images)
     data_dir: Optional[str] = None
     download: bool = True  # let tfds download the dataset when it is not prepared in data_dir
+    image_size: int = dataclasses.field(default=0, metadata=IMAGE_SIZE_METADATA)
+    flip: Optional[bool] = dataclasses.field(default=None, metadata=AUGMENT_FLAG_METADATA["flip"])
+    crop_padding: Optional[int] = dataclasses.field(default=None, metadata=AUGMENT_FLAG_METADATA["crop_padding"])
     batch_size: int = 64
     epochs: int = 50
     init_channels: int = 16
@@ -65,6 +69,9 @@ class SearchConfig:
                 raise ValueError(f"--{name} must be >= 1. Received: {name}={value}")
         if self.layers < 3:
             raise ValueError(f"--layers must be >= 3 (reduction cells sit at 1/3 and 2/3 of the depth). Received: layers={self.layers}")
+        if self.image_size < 0 or (self.crop_padding is not None and self.crop_padding < 0):
+            name = "image_size" if self.image_size < 0 else "crop_padding"
+            raise ValueError(f"--{name} must be >= 0. Received: {name}={getattr(self, name)}")
         if self.nodes < 1:
             raise ValueError(f"--nodes must be >= 1. Received: nodes={self.nodes}")
         unknown = [p for p in self.primitive_list if p not in gt.CNN_PRIMITIVES]
@@ -134,10 +141,10 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     checkpoint.start_run(config.seed, config.deterministic)
     if data is None:
         logging.info("Loading the dataset %s ...", config.dataset)
-        data = images.load_image_data(config.dataset, config.data_dir, download=config.download)
-    size = data.image_shape[0]
-    augment = images.AugmentConfig.for_image_size(size, flip=data.name != "digits",
-                                                  cutout_length=config.cutout_length if config.cutout else 0)
+        data = images.load_image_data(config.dataset, config.data_dir, download=config.download,
+                                      image_size=config.image_size)
+    augment = default_augmentation(data.name, data.image_shape, config.flip, config.crop_padding,
+                                   config.cutout_length if config.cutout else 0)
 
     def stream(initial_epoch):
         return images.search_dataset(data.train_images, data.train_labels, config.batch_size, config.train_portion,

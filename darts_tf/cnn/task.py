@@ -48,8 +48,9 @@ class CNNTask(base.Task):
         return cnn_search.run_search(config, verbose=verbose, data=data, extra_flags=extra_flags)
 
     def short_train(self, dataset, genotype_path, values, tensorboard_dir, stage="select") -> Dict[str, Any]:
-        """`darts_tf.cnn.train.train` with `validation_portion` in (0, 1): it reports the carved split."""
-        self.check_data(dataset)
+        """`darts_tf.cnn.train.train` on the ingested arrays with `validation_portion` in (0, 1): it reports the
+        carved split."""
+        data = self.load_data(dataset)
         with tempfile.TemporaryDirectory(prefix="select-") as tmp:
             cfg = base.config_from_dict(cnn_train.TrainConfig, values, stage, genotype=genotype_path,
                                          dataset=dataset.name, output_dir=os.path.join(tmp, "run"), resume=False,
@@ -57,19 +58,20 @@ class CNNTask(base.Task):
             if not 0 < cfg.validation_portion < 1:
                 raise ValueError(f"[stage '{stage}'] validation_portion must be in (0, 1): selection never looks at "
                                  f"the test set. Received: validation_portion={cfg.validation_portion}")
-            metrics = cnn_train.train(cfg)
+            metrics = cnn_train.train(cfg, data=data)
             shutil.copytree(RunFiles(cfg.output_dir).tensorboard, tensorboard_dir)
         return {"validation_accuracy": metrics["validation_top1_accuracy"],
                 "validation_loss": metrics["validation_loss"], "params_M": metrics["params_M"],
                 "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"]}
 
     def train(self, dataset, genotype_path, values, run_dir, stage="evaluate") -> Dict[str, Any]:
-        """`darts_tf.cnn.train.train` on all of train, reporting the test split, with the SavedModel export."""
-        self.check_data(dataset)
+        """`darts_tf.cnn.train.train` on all of the ingested train arrays, reporting the test split, with the
+        SavedModel export."""
+        data = self.load_data(dataset)
         cfg = base.config_from_dict(cnn_train.TrainConfig, values, stage, genotype=genotype_path,
                                      dataset=dataset.name, validation_portion=0.0, resume=False, export=True,
                                      output_dir=run_dir)
-        return dict(cnn_train.train(cfg))
+        return dict(cnn_train.train(cfg, data=data))
 
     def transfer(self, dataset, genotype_path, values, run_dir, stage="transfer") -> Dict[str, Any]:
         """`darts_tf.cnn.train.train_imagenet` on the dataset the settings name (the mobile setting, A.2.3)."""

@@ -32,6 +32,7 @@ from darts_tf.run_files import RunFiles
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.data import images, imagenet
+from darts_tf.data.augment import AUGMENT_FLAG_METADATA, IMAGE_SIZE_METADATA, default_augmentation
 from darts_tf.cnn.networks import NetworkCIFAR, NetworkImageNet, count_parameters, set_drop_path_prob
 from darts_tf.schedules import EpochCosineDecay, EpochExponentialDecay
 
@@ -55,7 +56,10 @@ def _check(condition: bool, message: str) -> None:
 def _check_common(cfg) -> None:
     """Checks shared by both configs; errors name the flag and the value received."""
     _check(isinstance(cfg.genotype, str) and cfg.genotype != "", f"genotype must be a published name or a JSON path. Received: genotype={cfg.genotype!r}")
-    _check(isinstance(cfg.dataset, str) and cfg.dataset != "", f"dataset must be a name. Received: dataset={cfg.dataset!r}")
+    _check(isinstance(cfg.dataset, str) and cfg.dataset != "",
+           f"dataset must be a tfds name, 'digits', an image folder or an .npz path. Received: dataset={cfg.dataset!r}")
+    _check(cfg.crop_padding is None or cfg.crop_padding >= 0,
+           f"crop_padding must be >= 0 (0 = no crop). Received: crop_padding={cfg.crop_padding}")
     _check(cfg.layers >= 3, f"layers must be >= 3 (two reduction cells at 1/3 and 2/3 depth). Received: layers={cfg.layers}")
     _check(cfg.init_channels >= 1, f"init_channels must be >= 1. Received: init_channels={cfg.init_channels}")
     _check(cfg.batch_size >= 1, f"batch_size must be >= 1. Received: batch_size={cfg.batch_size}")
@@ -76,8 +80,10 @@ class TrainConfig:
     """CIFAR-style evaluation of a cell (paper A.2.1). Defaults are the paper's; `digits` is the offline smoke set."""
 
     genotype: str = "DARTS_V2"  # published name (DARTS_V2, DARTS_V1, NASNet, AmoebaNet, ...) or genotype JSON path
-    dataset: str = "cifar10"  # 'cifar10', 'cifar100', 'digits' (offline) or any tfds image dataset
+    # 'cifar10', 'cifar100', 'digits' (offline), any tfds image dataset, a folder DIR/{train,test}/<class>/* or an .npz
+    dataset: str = "cifar10"
     data_dir: Optional[str] = None  # tfds data_dir
+    image_size: int = dataclasses.field(default=0, metadata=IMAGE_SIZE_METADATA)
     layers: int = 20
     init_channels: int = 36
     batch_size: int = 96
@@ -87,6 +93,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 3e-4
     cutout_length: int = 16  # 0 = no cutout
+    flip: Optional[bool] = dataclasses.field(default=None, metadata=AUGMENT_FLAG_METADATA["flip"])
+    crop_padding: Optional[int] = dataclasses.field(default=None, metadata=AUGMENT_FLAG_METADATA["crop_padding"])
     drop_path_prob: float = 0.2  # reached at the last epoch; epoch e uses drop_path_prob * e / epochs
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
@@ -106,6 +114,7 @@ class TrainConfig:
         _check(0 <= self.validation_portion < 1,
                f"validation_portion must be in [0, 1) (0 = report the test split). Received: validation_portion={self.validation_portion}")
         _check(self.cutout_length >= 0, f"cutout_length must be >= 0 (0 = off). Received: cutout_length={self.cutout_length}")
+        _check(self.image_size >= 0, f"image_size must be >= 0 (0 = the data's own size). Received: image_size={self.image_size}")
         _check(0 <= self.learning_rate_min <= self.learning_rate,
                f"learning_rate_min must be in [0, learning_rate]. Received: learning_rate_min={self.learning_rate_min}")
         return self
@@ -123,7 +132,8 @@ class ImageNetConfig:
     genotype: str = "DARTS_V2"
     dataset: str = "imagenet2012"
     data_dir: Optional[str] = None
-    image_size: int = 224  # crop size of streamed datasets; in-memory datasets keep their own size
+    image_size: int = dataclasses.field(default=224, metadata={"help": "Crop size of streamed datasets (imagenet2012, an "
+                                                                   "image folder); in-memory ones keep their own size."})
     network: str = "auto"  # 'imagenet' (NetworkImageNet), 'cifar' (NetworkCIFAR), 'auto': by image size
     layers: int = 14
     init_channels: int = 48
@@ -135,6 +145,9 @@ class ImageNetConfig:
     weight_decay: float = 3e-5
     label_smoothing: float = 0.1
     drop_path_prob: float = 0.0
+    # the augmentation of in-memory datasets (streamed ones get ImageNet's: random resized crop and flip)
+    flip: Optional[bool] = dataclasses.field(default=None, metadata=AUGMENT_FLAG_METADATA["flip"])
+    crop_padding: Optional[int] = dataclasses.field(default=None, metadata=AUGMENT_FLAG_METADATA["crop_padding"])
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
     grad_clip: float = 5.0
@@ -179,6 +192,7 @@ class _DataSource:
     std: tuple
     class_names: tuple
     eval_split: str  # 'test' or 'validation'
+    streamed: bool  # read from files every epoch (darts_tf.data.imagenet), not held in memory
     train_size: int
     eval_size: int
     steps_per_epoch: int
@@ -188,21 +202,7 @@ class _DataSource:
     def info(self) -> Dict[str, Any]:
         return {"image_shape": list(self.image_shape), "num_classes": self.num_classes, "mean": list(self.mean),
                 "std": list(self.std), "class_names": list(self.class_names), "eval_split": self.eval_split,
-                "train_size": self.train_size, "eval_size": self.eval_size}
-
-
-def _class_names(dataset: str, data_dir: Optional[str], num_classes: int) -> tuple:
-    if dataset != "digits":
-        try:
-            import tensorflow_datasets as tfds
-
-            builder = tfds.builder(dataset, data_dir=data_dir)
-            label = builder.info.features[builder.info.supervised_keys[1]]
-            if getattr(label, "names", None) and len(label.names) == num_classes:
-                return tuple(label.names)
-        except Exception:  # names are a convenience; fall back to indices
-            pass
-    return tuple(str(i) for i in range(num_classes))
+                "streamed": self.streamed, "train_size": self.train_size, "eval_size": self.eval_size}
 
 
 def eval_arrays(data: images.ImageData, split: str, validation_portion: float, seed: int):
@@ -217,14 +217,10 @@ def eval_arrays(data: images.ImageData, split: str, validation_portion: float, s
     return x_tr, y_tr, x_va, y_va
 
 
-def _in_memory_source(data: images.ImageData, dataset: str, data_dir: Optional[str], batch_size: int, epochs: int,
-                      seed: int, validation_portion: float, augment: images.AugmentConfig) -> _DataSource:
+def _in_memory_source(data: images.ImageData, dataset: str, batch_size: int, epochs: int, seed: int,
+                      validation_portion: float, augment: images.AugmentConfig) -> _DataSource:
     split = "validation" if validation_portion > 0 else "test"
     x_tr, y_tr, x_ev, y_ev = eval_arrays(data, split, validation_portion, seed)
-    side = min(data.image_shape[:2])
-    if augment.cutout_length >= side:
-        raise ValueError(f"cutout_length={augment.cutout_length} is not smaller than the {side}x{side} images of {dataset!r}: "
-                         f"it would erase most of every image. Pass a smaller --cutout_length (0 = off).")
     if batch_size > len(x_tr):
         what = f"training split of {dataset!r}" + (f" after carving validation_portion={validation_portion}" if split == "validation" else "")
         raise ValueError(f"batch_size={batch_size} is larger than the {what} ({len(x_tr)} examples); lower --batch_size.")
@@ -240,9 +236,8 @@ def _in_memory_source(data: images.ImageData, dataset: str, data_dir: Optional[s
         return images.epoch_dataset(x_ev, y_ev, eval_batch, seed=seed, epoch=0, mean=mean, std=std, shuffle=False,
                                     augment=None, drop_remainder=False)
 
-    return _DataSource(data.image_shape, data.num_classes, tuple(mean), tuple(std),
-                       _class_names(dataset, data_dir, data.num_classes), split, len(x_tr), len(x_ev),
-                       len(x_tr) // batch_size, train_fn, eval_fn)
+    return _DataSource(data.image_shape, data.num_classes, tuple(mean), tuple(std), tuple(data.class_names), split,
+                       False, len(x_tr), len(x_ev), len(x_tr) // batch_size, train_fn, eval_fn)
 
 
 def _streamed_source(cfg: ImageNetConfig) -> _DataSource:
@@ -257,7 +252,7 @@ def _streamed_source(cfg: ImageNetConfig) -> _DataSource:
         return (cache.get(initial_epoch) or load(initial_epoch)).train
 
     return _DataSource((cfg.image_size, cfg.image_size, 3), first.num_classes, tuple(first.mean), tuple(first.std),
-                       tuple(first.class_names), "validation", first.train_size, first.validation_size,
+                       tuple(first.class_names), "validation", True, first.train_size, first.validation_size,
                        first.steps_per_epoch, train_fn, lambda: first.validation)
 
 
@@ -420,13 +415,22 @@ def check_inputs(config) -> gt.Genotype:
     return genotype
 
 
-def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
-    """Trains NetworkCIFAR on `config.dataset` (paper A.2.1) and writes the run's artifacts; returns metrics.json."""
-    genotype = check_inputs(config)
-    augment = images.AugmentConfig(crop_padding=4, flip=True, cutout_length=config.cutout_length)
+def _load(config, data: Optional[images.ImageData], image_size: int = 0) -> images.ImageData:
+    """`data` when given (arrays already in memory: the pipeline's ingested copy), else `config.dataset` loaded."""
+    if data is not None:
+        return data
     logging.info("Loading the dataset %s ...", config.dataset)
-    source = _in_memory_source(images.load_image_data(config.dataset, config.data_dir), config.dataset,
-                               config.data_dir, config.batch_size, config.epochs, config.seed,
+    return images.load_image_data(config.dataset, config.data_dir, image_size=image_size)
+
+
+def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
+          data: Optional[images.ImageData] = None) -> Dict[str, Any]:
+    """Trains NetworkCIFAR (paper A.2.1) on `data`, or on `config.dataset` when no data is given, and writes the run's
+    artifacts; returns metrics.json. `config.dataset` names the data in the records either way."""
+    genotype = check_inputs(config)
+    data = _load(config, data, config.image_size)
+    augment = default_augmentation(data.name, data.image_shape, config.flip, config.crop_padding, config.cutout_length)
+    source = _in_memory_source(data, config.dataset, config.batch_size, config.epochs, config.seed,
                                config.validation_portion, augment)
 
     def make_model():
@@ -439,18 +443,19 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     return _run(_RunSpec(config, genotype, source, make_model, make_schedule), callbacks)
 
 
-def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
-    """Transfer of a cell to ImageNet (paper A.2.3) or another image dataset; returns metrics.json."""
+def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
+                   data: Optional[images.ImageData] = None) -> Dict[str, Any]:
+    """Transfer of a cell to ImageNet (paper A.2.3) or another image dataset (`data` when given, else
+    `config.dataset`); returns metrics.json."""
     genotype = check_inputs(config)
-    logging.info("Loading the dataset %s ...", config.dataset)
-    if is_streamed_dataset(config.dataset):
+    if data is None and is_streamed_dataset(config.dataset):
+        logging.info("Opening the streamed dataset %s ...", config.dataset)
         source = _streamed_source(config)
     else:
-        # In-memory datasets keep their image size: pad+crop scaled to it, flip, no cutout.
-        data = images.load_image_data(config.dataset, config.data_dir)
-        augment = images.AugmentConfig.for_image_size(data.image_shape[0], flip=True, cutout_length=0)
-        source = _in_memory_source(data, config.dataset, config.data_dir, config.batch_size, config.epochs, config.seed,
-                                   0.0, augment)
+        # In-memory datasets keep their image size; no cutout.
+        data = _load(config, data)
+        augment = default_augmentation(data.name, data.image_shape, config.flip, config.crop_padding, 0)
+        source = _in_memory_source(data, config.dataset, config.batch_size, config.epochs, config.seed, 0.0, augment)
     network = config.network
     if network == "auto":
         network = "imagenet" if min(source.image_shape[:2]) >= _MIN_IMAGENET_NETWORK_SIZE else "cifar"

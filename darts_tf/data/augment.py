@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -39,6 +40,44 @@ class AugmentConfig:
         """Padding scaled like CIFAR's 4 px on 32 px: `image_size // 8`."""
         return cls(crop_padding=max(image_size // 8, 0), flip=flip,
                    cutout_length=cutout_length)
+
+
+# The training augmentation of the datasets whose right augmentation is known: (crop padding, horizontal flip).
+# CIFAR is the paper's (pad 4, flip); digits must not be mirrored (a mirrored 2 is no digit). Every other dataset,
+# tfds or the user's own folder / npz, gets USER_DATA_AUGMENTATION: padding 1/8 of the image side (CIFAR's 4 px on
+# 32 px) and no flip, since mirroring is wrong for digits, text and anything with a handedness; pass --flip for
+# natural photographs.
+KNOWN_AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, False)}
+USER_DATA_AUGMENTATION = "crop padding = image side // 8, no flip"
+
+
+# The flags' help (dataclass field metadata of the configs that train on images; darts_tf.cli.common makes the flags).
+AUGMENT_FLAG_METADATA = {
+    "flip": {"help": "Random horizontal flips in training (default: on for cifar10/cifar100, off for digits and for "
+                     "any other dataset, your own included: pass --flip for natural photographs)."},
+    "crop_padding": {"help": "Zero-padding of the random crop in pixels, 0 = no crop (default: 4 for cifar10/cifar100, "
+                             "1 for digits, else the image side // 8)."},
+}
+IMAGE_SIZE_METADATA = {"help": "Resize every image to image_size x image_size when loading (0 = the data's own size; "
+                               "needed when the images of a folder differ in size)."}
+
+
+def default_augmentation(dataset: str, image_shape: Sequence[int], flip: Optional[bool] = None,
+                         crop_padding: Optional[int] = None, cutout_length: int = 0) -> AugmentConfig:
+    """The training augmentation of `dataset` with images of `image_shape` (H, W, C): the flags given (`flip`,
+    `crop_padding`; None = the default), else the dataset's entry in KNOWN_AUGMENTATION, else
+    USER_DATA_AUGMENTATION. A crop padding or cutout that would erase the image is refused."""
+    side = int(min(image_shape[:2]))
+    known_padding, known_flip = KNOWN_AUGMENTATION.get(dataset, (max(side // 8, 0), False))
+    padding = known_padding if crop_padding is None else int(crop_padding)
+    if padding >= side:
+        raise ValueError(f"crop_padding={padding} is not smaller than the {side}x{side} images of {dataset!r}: the "
+                         f"random crop would mostly see padding. Pass a smaller --crop_padding (0 = no crop).")
+    if cutout_length >= side:
+        raise ValueError(f"cutout_length={cutout_length} is not smaller than the {side}x{side} images of {dataset!r}: "
+                         f"it would erase most of every image. Pass a smaller --cutout_length (0 = off).")
+    return AugmentConfig(crop_padding=padding, flip=known_flip if flip is None else bool(flip),
+                         cutout_length=cutout_length)
 
 
 def example_seed(seed, epoch, index, stream: int = 0) -> tf.Tensor:

@@ -1,7 +1,8 @@
 """Image data for DARTS: in-memory datasets, deterministic resumable pipelines.
 
 Datasets small enough for memory (CIFAR-10/100, any tfds image-classification
-dataset, and scikit-learn's bundled 8x8 `digits`, the offline smoke dataset) are
+dataset, scikit-learn's bundled 8x8 `digits`, the offline smoke dataset, and your
+own images as a folder tree or an .npz, see `darts_tf.data.user_images`) are
 loaded into an `ImageData` of uint8 NHWC arrays. Pipelines are tf.data graphs
 whose randomness is all *stateless*: the shuffle order of epoch `e` is a function
 of `(seed, e)` and the augmentation of example `i` in epoch `e` a function of
@@ -19,8 +20,10 @@ Augmentation is `darts_tf.data.augment`'s; ImageNet-size data is streamed from f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -42,6 +45,10 @@ _KNOWN_STATS = {
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
 }
+# A tfds name with a config (and version), which looks like a relative path: 'name/config', 'name/config:1.0.0'.
+_TFDS_NAME_WITH_CONFIG = re.compile(r"^\w+/[\w\-.]+(:\d+\.\d+\.\d+)?$")
+_TFDS_COMMUNITY_NAME = re.compile(r"^[\w\-]+:(?!\d)")  # 'namespace:name', not 'name:1.0.0'
+
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
 
@@ -55,8 +62,9 @@ _DIGITS_SPLIT_SEED = 0
 class ImageData:
     """An image-classification dataset held in memory.
 
-    Images are uint8 NHWC, labels int64; `mean` / `std` are the per-channel
-    normalisation constants on the 0..1 scale.
+    Images are uint8 NHWC, labels int64 in [0, num_classes); `mean` / `std` are
+    the per-channel normalisation constants on the 0..1 scale; `class_names[i]`
+    names label i (by default '0', '1', ...).
     """
 
     train_images: np.ndarray
@@ -67,6 +75,14 @@ class ImageData:
     name: str
     mean: tuple
     std: tuple
+    class_names: tuple = ()  # () -> ('0', '1', ..., str(num_classes - 1))
+
+    def __post_init__(self):
+        names = tuple(str(n) for n in self.class_names) or tuple(str(i) for i in range(int(self.num_classes)))
+        if len(names) != int(self.num_classes):
+            raise ValueError(f"ImageData {self.name!r} has num_classes={self.num_classes} but {len(names)} "
+                             f"class_names; give one name per class. Received: class_names={names!r}")
+        object.__setattr__(self, "class_names", names)
 
     @property
     def image_shape(self) -> tuple:
@@ -84,26 +100,136 @@ def channel_stats(images: np.ndarray) -> tuple:
     return tuple(float(m) for m in flat.mean(0)), tuple(float(s) for s in flat.std(0))
 
 
-def load_image_data(name: str, data_dir: Optional[str] = None,
-                    download: bool = True) -> ImageData:
-    """Loads `name` ('digits', 'cifar10', 'cifar100' or any tfds image dataset).
+def load_image_data(source: str, data_dir: Optional[str] = None,
+                    download: bool = True, image_size: int = 0) -> ImageData:
+    """Loads an image-classification dataset into memory.
 
-    tfds datasets are read from `data_dir` (tfds' default when None). When the
-    dataset is not prepared there, it is downloaded if `download` is true;
-    failing that a FileNotFoundError says where we looked and how to prepare it.
+    `source` is one of
+      * a directory ``DIR/train/<class>/*`` with ``DIR/test/<class>/*`` (or
+        ``DIR/val/<class>/*``) of PNG/JPEG/BMP/GIF files; class names are the
+        folder names, sorted, and a label is the index in that sorted list;
+      * an ``.npz`` holding ``x_train, y_train, x_test, y_test`` (uint8 NHWC or
+        NHW) and optionally ``class_names``;
+      * 'digits' (scikit-learn's 8x8 digits, offline);
+      * 'cifar10', 'cifar100' or any tfds image-classification dataset, read from
+        `data_dir` (tfds' default when None). When it is not prepared there it
+        is downloaded if `download` is true; failing that a FileNotFoundError
+        says where we looked and how to prepare it. With `download=False` no
+        network endpoint is contacted (no community-catalogue listing, no GCS),
+        so community names (`namespace:name`) are refused then.
+
+    A source written as a path (with a directory separator, or ending in .npz)
+    that exists is read as a folder or an .npz; a missing one is a
+    FileNotFoundError, unless it is a tfds 'name/config'. A
+    bare name is a folder or file only when it exists in the working directory
+    (a folder then needs train/). Path sources never import
+    tensorflow_datasets and ignore `data_dir` and `download`.
+
+    Colour: all-grayscale images give C=1 and all-RGB C=3; a folder or .npz
+    that mixes grayscale and RGB images is converted to RGB; alpha is dropped.
+    `image_size` > 0 resizes every image (of any source) to
+    image_size x image_size (bilinear, aspect ratio not kept); 0 keeps the
+    data's own size, and a folder of images of different sizes is then an error.
+    Mean/std are the train images' `channel_stats` (CIFAR's published constants
+    for cifar10/cifar100 at their own size).
     """
-    if name == "digits":
-        return _load_digits()
+    from darts_tf.data import user_images
+
+    image_size = user_images.check_image_size(image_size)
+    source = os.fspath(source)
+    kind = _source_kind(source)
+    if kind in ("folder", "npz"):
+        path = os.path.expanduser(source)
+        read = user_images.read_image_folder if kind == "folder" else user_images.read_npz
+        return _from_labeled(read(path, image_size), source)
+    if kind == "digits":
+        return _resized(_load_digits(), image_size)
     import tensorflow_datasets as tfds
 
-    if name not in tfds.list_builders():
+    community = bool(_TFDS_COMMUNITY_NAME.match(source))
+    if community and not download:  # community / huggingface namespaces resolve over the network
         raise ValueError(
-            f"Unknown dataset {name!r}. Known: {', '.join(KNOWN_IMAGE_DATASETS)}, "
-            "or any tfds image dataset name (see tfds.list_builders())."
-        )
-    builder = tfds.builder(name, data_dir=data_dir)
-    _ensure_prepared(builder, name, download)
-    return _load_tfds_in_memory(builder, name)
+            f"tfds dataset {source!r} is in a community namespace, which tfds looks up over the network; "
+            "it cannot be loaded with downloading disabled. Allow downloading, or export it to an .npz "
+            "and pass that path.")
+    builder_name = source.split("/")[0].split(":")[0]
+    if not community and builder_name not in tfds.list_builders(with_community_datasets=False):
+        if "/" in source:  # neither an existing path nor 'tfds_name/config'
+            raise _missing_path(source)
+        here = (f" The directory {source!r} exists but has no train/ sub-directory, so it is not "
+                "an image folder." if os.path.isdir(source) else "")
+        raise ValueError(
+            f"Unknown dataset {source!r}. Known: {', '.join(KNOWN_IMAGE_DATASETS)}, "
+            "or any tfds image dataset name (see tfds.list_builders()), an image folder "
+            f"DIR/train/<class>/ + DIR/test/<class>/, or an .npz file path.{here}")
+    with _gcs_disabled(not download):
+        builder = tfds.builder(source, data_dir=data_dir, try_gcs=False)
+        _ensure_prepared(builder, source, download)
+        return _resized(_load_tfds_in_memory(builder, source), image_size)
+
+
+def _source_kind(source: str) -> str:
+    """'folder', 'npz', 'digits' or 'tfds', without importing tensorflow_datasets."""
+    from darts_tf.data import user_images
+
+    path = os.path.expanduser(source)
+    if user_images.looks_like_path(source):
+        if tf.io.gfile.isdir(path):
+            return "folder"
+        if tf.io.gfile.exists(path):
+            return "npz"
+        if _TFDS_NAME_WITH_CONFIG.match(source) and not source.lower().endswith(".npz"):
+            # 'imagenet_resized/32x32'; an unknown first part is reported as a missing path
+            return "tfds"
+        raise _missing_path(source)
+    if source == "digits":
+        return "digits"
+    if os.path.isdir(os.path.join(path, "train")):
+        return "folder"
+    if os.path.isfile(path):
+        return "npz"
+    return "tfds"
+
+
+def _missing_path(source: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"Dataset path {source!r} does not exist; pass an existing image folder "
+        "(DIR/train/<class>/, DIR/test/<class>/) or .npz file, or a dataset name "
+        f"({', '.join(KNOWN_IMAGE_DATASETS)} or a tfds name).")
+
+
+@contextlib.contextmanager
+def _gcs_disabled(disable: bool):
+    """tfds' switch that stops it probing gs://tfds-data (already off by default in tfds 4.9.10)."""
+    from tensorflow_datasets.core.utils import gcs_utils
+
+    if not disable or not hasattr(gcs_utils, "_is_gcs_disabled"):
+        yield
+        return
+    before = gcs_utils._is_gcs_disabled
+    gcs_utils._is_gcs_disabled = True
+    try:
+        yield
+    finally:
+        gcs_utils._is_gcs_disabled = before
+
+
+def _from_labeled(data, name: str) -> ImageData:
+    mean, std = channel_stats(data.train_images)
+    return ImageData(data.train_images, data.train_labels, data.test_images, data.test_labels,
+                     len(data.class_names), name, mean, std, data.class_names)
+
+
+def _resized(data: ImageData, image_size: int) -> ImageData:
+    """`data` with its images resized to image_size x image_size and stats recomputed (a no-op for 0)."""
+    from darts_tf.data import user_images
+
+    if image_size == 0 or data.image_shape[:2] == (image_size, image_size):
+        return data
+    x_tr = user_images.resize_images(data.train_images, image_size)
+    x_te = user_images.resize_images(data.test_images, image_size)
+    mean, std = channel_stats(x_tr)
+    return dataclasses.replace(data, train_images=x_tr, test_images=x_te, mean=mean, std=std)
 
 
 def _load_digits() -> ImageData:
@@ -178,7 +304,9 @@ def _load_tfds_in_memory(builder, name: str) -> ImageData:
     x_tr, y_tr = read("train")
     x_te, y_te = read(test_split)
     mean, std = _KNOWN_STATS.get(name) or channel_stats(x_tr)
-    return ImageData(x_tr, y_tr, x_te, y_te, int(num_classes), name, mean, std)
+    names = tuple(getattr(label_feature, "names", None) or ()) or None
+    return ImageData(x_tr, y_tr, x_te, y_te, int(num_classes), name, mean, std,
+                     names or tuple(str(i) for i in range(int(num_classes))))
 
 
 def split_train_validation(images: np.ndarray, labels: np.ndarray,
