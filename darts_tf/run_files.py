@@ -18,7 +18,6 @@ spells a file name. Which files a run has depends on its stage::
     saved_model/             the serving SavedModel (with --export)                             training
     vocab.txt                the corpus vocabulary (token id = line number)                     RNN search, training
     best.weights.h5          the weights with the best validation perplexity so far             RNN training
-    smoke_corpus/            the offline corpus, when the run uses it                           RNN
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ DATA_INFO = "data_info.json"
 SAVED_MODEL = "saved_model"
 VOCAB = "vocab.txt"
 BEST_WEIGHTS = "best.weights.h5"
-SMOKE_CORPUS = "smoke_corpus"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +63,6 @@ class RunFiles:
     saved_model = property(lambda self: self.path(SAVED_MODEL))
     vocab = property(lambda self: self.path(VOCAB))
     best_weights = property(lambda self: self.path(BEST_WEIGHTS))
-    smoke_corpus = property(lambda self: self.path(SMOKE_CORPUS))
 
     def epoch_genotype(self, epoch: int) -> str:
         return self.path(GENOTYPES, f"epoch_{epoch:03d}.json")

@@ -34,7 +34,7 @@ class CNNPipelineConfig:
     """The CNN pipeline: ingest -> search x seeds -> derive -> select -> evaluate -> transfer."""
 
     seeds: List[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
-    ingest: IngestConfig = dataclasses.field(default_factory=lambda: IngestConfig(kind="images", name="cifar10"))
+    ingest: IngestConfig = dataclasses.field(default_factory=lambda: IngestConfig(kind="images", dataset="cifar10"))
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     select: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         layers=8, init_channels=16, epochs=100, batch_size=64, validation_portion=0.5, cutout_length=0,
@@ -52,12 +52,12 @@ class RNNPipelineConfig:
 
     seeds: List[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
     ingest: IngestConfig = dataclasses.field(default_factory=lambda: IngestConfig(
-        kind="text", name="ptb", data_dir="data/penn"))
+        kind="text", dataset="ptb", data_dir="data/penn"))
     search: RNNSearchConfig = dataclasses.field(default_factory=RNNSearchConfig)
     select: RNNSelectConfig = dataclasses.field(default_factory=lambda: RNNSelectConfig(preset="ptb", epochs=300))
     evaluate: RNNEvalConfig = dataclasses.field(default_factory=lambda: RNNEvalConfig(preset="ptb"))
     transfer_ingest: IngestConfig = dataclasses.field(default_factory=lambda: IngestConfig(
-        kind="text", name="wikitext2", data_dir="data/wikitext-2"))
+        kind="text", dataset="wikitext2", data_dir="data/wikitext-2"))
     transfer: RNNEvalConfig = dataclasses.field(default_factory=lambda: RNNEvalConfig(preset="wikitext2"))
 
     kind = "rnn"
@@ -83,7 +83,7 @@ def _cnn_smoke() -> CNNPipelineConfig:
                 verbose=2)
     return CNNPipelineConfig(
         seeds=[1, 2],
-        ingest=IngestConfig(kind="images", name="digits"),
+        ingest=IngestConfig(kind="images", dataset="digits"),
         search=SearchConfig(dataset="digits", epochs=1, batch_size=32, layers=3, init_channels=4, nodes=2,
                             primitives=_SMOKE_PRIMITIVES),
         select=TrainConfig(**tiny, init_channels=4, epochs=1, validation_portion=0.2),
@@ -104,12 +104,12 @@ def _rnn_paper() -> RNNPipelineConfig:
 def _rnn_smoke() -> RNNPipelineConfig:
     return RNNPipelineConfig(
         seeds=[1, 2],
-        ingest=IngestConfig(kind="text", name="smoke", max_train_tokens=20_000),
+        ingest=IngestConfig(kind="text", dataset="smoke", max_train_tokens=20_000),
         search=RNNSearchConfig(units=16, nodes=3, batch_size=16, bptt=20, max_seq_len_delta=5, epochs=1,
                                dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1),
         select=RNNSelectConfig(preset="smoke", overrides=dict(_SMOKE_RNN), epochs=1, validation_portion=0.1),
         evaluate=RNNEvalConfig(preset="smoke", overrides={**_SMOKE_RNN, "epochs": 2}),
-        transfer_ingest=IngestConfig(kind="text", name="smoke", max_train_tokens=10_000),
+        transfer_ingest=IngestConfig(kind="text", dataset="smoke", max_train_tokens=10_000),
         transfer=RNNEvalConfig(preset="smoke", overrides={**_SMOKE_RNN, "epochs": 1}),
     )
 
@@ -227,7 +227,7 @@ def validate_stages(config: PipelineConfig) -> PipelineConfig:
         # what the stage sets itself: where it writes, and (the search) where the ingested data is
         owned = {"output_dir": f"<{field.name} output>"}
         if field.name == "search":
-            owned.update(dataset=config.ingest.name, data_dir="<ingested data>")
+            owned.update(dataset=config.ingest.dataset, data_dir="<ingested data>")
         names = {f.name for f in dataclasses.fields(stage)}
         try:
             dataclasses.replace(stage, **{k: v for k, v in owned.items() if k in names}).validate()

@@ -4,6 +4,7 @@
     darts-rnn-train --preset wikitext2 --data_dir data/wikitext-2 --output_dir runs/wt2     # transfer (A.2.4)
     darts-rnn-train --preset smoke --output_dir runs/smoke --export                         # offline, minutes
     darts-rnn-train --preset ptb --genotype runs/rnn_search/genotype.json ...              # a searched cell
+    darts-rnn-train --preset ptb --data_dir my_corpus --max_vocab 10000 --output_dir runs/mine   # your own text
 
 Every field of ``darts_tf.rnn.train.TrainConfig`` is a flag; an unset flag keeps the preset's value. Writes
 the run directory of ``darts_tf.rnn.train.train`` (model.keras, vocab.txt, metrics.json, checkpoints,
@@ -29,6 +30,10 @@ HELP = {
     "nonmono": "Non-monotone interval of the switch to averaged SGD.",
     "dropoute": "Embedding (token) dropout.",
     "tar_beta": "Temporal activation regularisation weight.",
+    "max_vocab": "Vocabulary cap: the N most frequent train words (<eos> and <unk> count toward N), every other word "
+                 "becomes <unk> in train/valid/test; 0 = every train word.",
+    "strict_vocab": "Refuse a valid/test word that is not in the vocabulary when the vocabulary has no <unk> (instead "
+                    "of mapping it to <unk>); the share of tokens that became <unk> is logged and in metrics.json.",
 }
 
 
@@ -50,7 +55,8 @@ def define_flags():
     hints = typing.get_type_hints(TrainConfig)
     ptb = RNN_PRESETS["ptb"]
     for field in dataclasses.fields(TrainConfig):
-        kind = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(hints[field.name], flags.DEFINE_string)
+        kind = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
+            hints[field.name], flags.DEFINE_string)
         text = HELP.get(field.name, field.name.replace("_", " ") + ".")
         define(kind, field.name, None, f"{text} Default: the preset's (ptb: {getattr(ptb, field.name)}).")
 

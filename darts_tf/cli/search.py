@@ -23,8 +23,9 @@ common.define_flags_from_dataclass(SearchConfig, {
     "resume": "Continue the run in --output_dir from its last finished epoch.",
     "deterministic": "Enable TensorFlow op determinism (bitwise-reproducible on CPU).",
 })
-flags.DEFINE_integer("random_search_samples", 0, "If > 0, run the random-search baseline instead: sample this many "
-                     "genotypes uniformly from the same space.")
+if "random_search_samples" not in flags.FLAGS:  # darts_tf.cli.rnn_search defines the same flag
+    flags.DEFINE_integer("random_search_samples", 0, "If > 0, run the random-search baseline instead: sample this many "
+                         "genotypes uniformly from the same space.")
 
 
 def main(argv):

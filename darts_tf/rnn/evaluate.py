@@ -1,6 +1,9 @@
 """Evaluating a trained recurrent language model (paper A.2.2, A.2.4; ``darts-rnn-test``): perplexity with fixed
 BPTT windows and the hidden state carried (the reference's ``evaluate``), of a model or of a run's ``model.keras``
-on its corpus."""
+on its corpus.
+
+A run is evaluated with its own vocabulary (the run's ``vocab.txt``): a word of the evaluated text outside it becomes
+the vocabulary's ``<unk>``, and the result's ``corpus`` record (``Corpus.stats``) says how many tokens did."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from typing import Any, Dict, Optional
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from darts_tf.data.text import Corpus, batchify, lm_dataset, load_corpus, load_vocab
+from darts_tf.data.text import Corpus, batchify, describe_stats, lm_dataset, load_corpus, load_vocab
 from darts_tf.rnn.networks import RNNModel
 from darts_tf.rnn.ops import masked_cross_entropy
 from darts_tf.run_files import RunFiles, run_dir_of
@@ -83,7 +87,9 @@ def load_model(model_path: str):
 
 
 def evaluate(model_path: str, data_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Valid and test perplexity of a run's model.keras on its corpus (data_dir and batch sizes from the run)."""
+    """Valid and test perplexity of a run's model.keras on its corpus (data_dir and batch sizes from the run) or on
+    the corpus in `data_dir`, encoded with the run's vocab.txt (words outside it become <unk>; see `corpus` in the
+    result)."""
     run_dir = run_dir_of(model_path)
     run = read_run_config(run_dir)
     missing = [k for k in EVAL_SETTINGS if k not in run]
@@ -91,12 +97,16 @@ def evaluate(model_path: str, data_dir: Optional[str] = None) -> Dict[str, Any]:
         raise ValueError(f"{RunFiles(run_dir).run_config} has no {', '.join(missing)}: it was not written by "
                          "darts-rnn-train; pass the output directory of a darts-rnn-train run.")
     model = load_model(model_path)
-    corpus = load_corpus(data_dir or run.get("data_dir"), RunFiles(run_dir).smoke_corpus)
+    source = data_dir or run.get("data_dir")
     vocab_path = RunFiles(run_dir).vocab
-    if os.path.isfile(vocab_path) and load_vocab(vocab_path) != corpus.vocab:
-        raise ValueError(f"The corpus vocabulary differs from the run's {vocab_path}: the model was trained on "
-                         "another corpus; pass the --data_dir it was trained with.")
+    if os.path.isfile(vocab_path):
+        corpus = load_corpus(source, vocab=load_vocab(vocab_path), vocab_source=vocab_path)
+    else:  # a run without vocab.txt: the vocabulary is rebuilt as the run built it
+        corpus = load_corpus(source, int(run.get("max_vocab", 0)), bool(run.get("strict_vocab", False)))
+    logging.info("Corpus %s: %s", source, describe_stats(corpus.stats))
     if corpus.vocab_size != model.vocab_size:
-        raise ValueError(f"The corpus has {corpus.vocab_size} words but the model {model.vocab_size}.")
+        raise ValueError(f"The vocabulary has {corpus.vocab_size} words but the model {model.vocab_size}: "
+                         f"{vocab_path} is not the vocabulary of {model_path}; pass the run directory the model was "
+                         f"trained in.")
     return {**corpus_perplexities(model, corpus, *(int(run[k]) for k in EVAL_SETTINGS)), "model": os.path.abspath(model_path),
-            "data_dir": data_dir or run.get("data_dir")}
+            "data_dir": source, "corpus": corpus.stats}

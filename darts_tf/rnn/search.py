@@ -2,7 +2,9 @@
 
 ``run_search(SearchConfig(...))`` loads a word-level corpus, builds ``RNNSearchNetwork`` and hands it to the
 shared ``darts_tf.search.run_bilevel_search`` (per-epoch genotypes, alpha history, metrics, TensorBoard,
-checkpoint/resume: the output layout is ``darts_tf.run_files``'s), plus ``vocab.txt`` of the corpus.
+checkpoint/resume: the output layout is ``darts_tf.run_files``'s), plus ``vocab.txt`` of the corpus. The corpus's
+vocabulary record (``Corpus.stats``: size, and how many valid/test tokens became ``<unk>``) is logged and kept with
+the run's flags as ``corpus`` (run_config.json, and the genotype files' lineage).
 
 Windows: the train stream is cut into the reference's variable-length BPTT windows; epochs differ in their number of
 windows, and ``lm_search_dataset`` pads them with empty windows. The search never sees those: every epoch keeps its
@@ -22,7 +24,8 @@ from absl import logging
 
 from darts_tf import checkpoint
 from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
-from darts_tf.data.text import SMOKE, Corpus, batchify, bptt_windows, load_corpus, lm_search_dataset
+from darts_tf.data.text import (SMOKE, Corpus, batchify, bptt_windows, check_max_vocab, describe_stats, load_corpus,
+                                lm_search_dataset)
 from darts_tf.genotypes import RNN_STEPS
 from darts_tf.io_utils import check_output_dir
 from darts_tf.rnn.search_space import RNNSearchNetwork
@@ -37,6 +40,8 @@ class SearchConfig:
     output_dir: str = ""
     dataset: str = "ptb"  # a name for the records, or 'smoke' (the offline corpus of darts_tf.data.text)
     data_dir: Optional[str] = None  # directory with train.txt, valid.txt, test.txt (not needed for 'smoke')
+    max_vocab: int = 0  # 0: every train word; N: the N most frequent (<eos>, <unk> included), the rest -> <unk>
+    strict_vocab: bool = False  # refuse a valid/test word outside a vocabulary without <unk> (else it becomes <unk>)
     units: int = 300  # embedding = hidden size (emsize = nhid = nhidlast)
     nodes: int = RNN_STEPS  # intermediate nodes of the cell
     batch_size: int = 256  # train and search-validation batch (the reference batchifies both with it)
@@ -73,6 +78,7 @@ class SearchConfig:
         if self.dataset != SMOKE and not self.data_dir:
             raise ValueError(f"--data_dir is required for dataset {self.dataset!r}: a directory with train.txt, "
                              f"valid.txt and test.txt (PTB / WikiText-2 layout); or pass --dataset={SMOKE}.")
+        check_max_vocab(self.max_vocab)
         for name in ("units", "nodes", "batch_size", "bptt", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1. Received: {name}={getattr(self, name)}")
@@ -99,11 +105,13 @@ class SearchConfig:
 
 
 def load_search_corpus(config: SearchConfig) -> Corpus:
-    """The corpus of ``config.data_dir``; for 'smoke', the offline corpus (written to data_dir or the run directory)."""
-    logging.info("Loading the corpus %s ...", config.data_dir or config.dataset)
-    if config.dataset == SMOKE:
-        return load_corpus(SMOKE, config.data_dir or RunFiles(config.output_dir).smoke_corpus)
-    return load_corpus(config.data_dir, "")
+    """The corpus of ``config.data_dir`` with its ``max_vocab`` / ``strict_vocab``; for dataset 'smoke' without a
+    data_dir, the offline corpus (built in memory)."""
+    source = config.data_dir or (SMOKE if config.dataset == SMOKE else None)
+    logging.info("Loading the corpus %s ...", source)
+    corpus = load_corpus(source, config.max_vocab, config.strict_vocab)
+    logging.info("Corpus %s: %s", source, describe_stats(corpus.stats))
+    return corpus
 
 
 def batched_streams(corpus: Corpus, config: SearchConfig) -> Tuple[np.ndarray, np.ndarray]:
@@ -152,24 +160,24 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     """DARTS for a recurrent cell: returns {'genotype', 'genotype_path', 'metrics', 'alphas', ...}; writes
     the search files of ``darts_tf.run_files.RunFiles`` and ``vocab.txt`` to ``config.output_dir``.
 
-    `corpus` is used instead of loading ``config.data_dir`` when given (the pipeline's ingested copy);
+    `corpus` is used instead of loading ``config.data_dir`` when given (the pipeline's ingested copy, whose
+    vocabulary was settled when it was read: ``max_vocab`` / ``strict_vocab`` must then be left at their defaults);
     `extra_flags` are recorded with the run's flags (e.g. the dataset hash).
     """
     config.validate()
     check_output_dir(config.output_dir)
+    if corpus is not None and (config.max_vocab or config.strict_vocab):
+        raise ValueError(f"max_vocab and strict_vocab apply where the corpus is read, and this corpus was read "
+                         f"already: pass corpus=None to read config.data_dir with them, or read the corpus with them "
+                         f"(Corpus.from_directory(path, max_vocab=..., strict=...)). Received: "
+                         f"max_vocab={config.max_vocab}, strict_vocab={config.strict_vocab}")
     # The corpus is read and batched (a missing, malformed or too small one refused) before the run directory is
-    # created; only the offline corpus, when it is generated into the run directory, waits until it is accepted.
-    into_run_dir = corpus is None and config.dataset == SMOKE and not config.data_dir
-    if corpus is None and not into_run_dir:
-        corpus = load_search_corpus(config)
-    streams = None if corpus is None else batched_streams(corpus, config)
-    flags = {**config.to_dict(), **(extra_flags or {})}
+    # created.
+    corpus = corpus if corpus is not None else load_search_corpus(config)
+    train_batched, valid_batched = batched_streams(corpus, config)
+    flags = {**config.to_dict(), **({"corpus": corpus.stats} if corpus.stats else {}), **(extra_flags or {})}
     checkpoint.check_run_config(config.output_dir, flags, config.resume)  # before writing anything
     checkpoint.start_run(config.seed, config.deterministic)
-    if streams is None:
-        corpus = load_search_corpus(config)
-        streams = batched_streams(corpus, config)
-    train_batched, valid_batched = streams
     _, steps = rnn_search_dataset(train_batched, valid_batched, config)
     logging.info("Building the search network (%d units, every candidate operation on every edge) ...", config.units)
     model = build_search_model(config, corpus.vocab_size)
@@ -180,5 +188,6 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     def dataset(initial_epoch):
         return rnn_search_dataset(train_batched, valid_batched, config, initial_epoch)[0]
 
-    return run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, flags, config.resume,
-                              callbacks, verbose)
+    result = run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, flags, config.resume,
+                                callbacks, verbose)
+    return {**result, "corpus": corpus.stats}

@@ -73,7 +73,8 @@ class RNNTask(base.Task):
     transfer_reads_dataset = True  # the transfer corpus is ingested like the search corpus
 
     def load_data(self, dataset: base.Dataset) -> text.Corpus:
-        """The ingested corpus (vocabulary from train.txt, id streams of the three splits)."""
+        """The ingested corpus (vocabulary from train.txt, id streams of the three splits; ingest wrote it with its
+        max_vocab / strict_vocab applied, so its vocabulary is closed)."""
         self.check_data(dataset)
         return text.Corpus.from_directory(dataset.corpus_dir)
 
@@ -84,6 +85,8 @@ class RNNTask(base.Task):
         return {"data_dir": dataset.corpus_dir}
 
     def run_search(self, config, data, extra_flags, verbose):
+        if config.max_vocab or config.strict_vocab:  # the search's own vocabulary settings: it re-reads the ingested
+            data = None                              # corpus (config.data_dir) with them
         return rnn_search.run_search(config, verbose=verbose, corpus=data, extra_flags=extra_flags)
 
     def short_train(self, dataset, genotype_path, values, tensorboard_dir, stage="select") -> Dict[str, Any]:
@@ -93,7 +96,9 @@ class RNNTask(base.Task):
 
         cfg = base.config_from_dict(RNNSelectConfig, values, stage)
         train_cfg = preset_config(cfg.preset, cfg.overrides, stage, genotype=genotype_path, epochs=cfg.epochs)
-        corpus = self.load_data(dataset)
+        self.check_data(dataset)  # the corpus read as `train` reads it (max_vocab / strict_vocab of the preset)
+        corpus = text.Corpus.from_directory(dataset.corpus_dir, max_vocab=train_cfg.max_vocab,
+                                            strict=train_cfg.strict_vocab)
         train_ids, valid_ids = carve_validation(corpus.train, cfg.validation_portion)
         start = time.time()
         checkpoint.start_run(train_cfg.seed)

@@ -14,9 +14,10 @@ resumes from it.
     training_state.npz   the whole training state every epoch (darts_tf.checkpoint; --resume continues it)
     best.weights.h5      the weights with the best validation perplexity so far (ASGD averages once switched)
     model.keras          the final model: the best weights, reloadable with keras.models.load_model
-    vocab.txt            the corpus vocabulary (token id = line number)
+    vocab.txt            the corpus vocabulary (token id = line number; max_vocab / strict_vocab: darts_tf.data.text)
     genotype.json        the cell
-    metrics.json         valid/test perplexity of model.keras, per-epoch history, parameters, wall time
+    metrics.json         valid/test perplexity of model.keras, per-epoch history, parameters, wall time, and
+                         ``corpus``: the vocabulary record (``Corpus.stats``: how many tokens became <unk> per split)
     tensorboard/         per-epoch loss / val_loss / val_ppl / asgd
     saved_model/         with export=True: darts_tf.rnn.export's SavedModel (token ids -> next-token log-probs)
 """
@@ -38,7 +39,7 @@ from absl import logging
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import TRAIN
-from darts_tf.data.text import SMOKE, batchify, lm_dataset, load_corpus
+from darts_tf.data.text import SMOKE, batchify, check_max_vocab, describe_stats, lm_dataset, load_corpus
 from darts_tf.guards import FirstStepNotice, NonFiniteGuard
 from darts_tf.io_utils import check_output_dir, save_model_atomic, save_weights_atomic, write_json
 from darts_tf.rnn.evaluate import corpus_perplexities, evaluate_loss
@@ -70,8 +71,11 @@ class TrainConfig:
     dropoute: float = 0.1
     tar_beta: float = 1e-3
     seed: int = 1267
+    max_vocab: int = 0  # 0: every train word; N: the N most frequent (<eos>, <unk> included), the rest -> <unk>
+    strict_vocab: bool = False  # refuse a valid/test word outside a vocabulary without <unk> (else it becomes <unk>)
 
     def __post_init__(self):
+        check_max_vocab(self.max_vocab)
         for name in ("units", "batch_size", "eval_batch_size", "test_batch_size", "bptt", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
@@ -323,13 +327,18 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
     genotype = gt.as_genotype(config.genotype, "rnn")  # a name, a JSON file or inline JSON
     check_output_dir(output_dir)
     outputs = RunFiles(output_dir)
-    # A corpus directory is read (a missing or malformed one refused) before the run directory is created; only the
-    # offline corpus, which is generated into the run directory, waits until the directory is accepted.
+    # The corpus is read and checked (a missing, malformed or too small one refused) before the run directory is
+    # created.
     logging.info("Loading the corpus %s ...", data_dir)
-    corpus = None if data_dir == SMOKE else load_corpus(data_dir, "")
+    corpus = load_corpus(data_dir, config.max_vocab, config.strict_vocab)
+    logging.info("Corpus %s: %s", data_dir, describe_stats(corpus.stats))
+    for split, flag in (("train", "batch_size"), ("valid", "eval_batch_size"), ("test", "test_batch_size")):
+        try:  # a split too small for its batch is refused here, not after the first epoch
+            batchify(getattr(corpus, split), getattr(config, flag))
+        except ValueError as e:
+            raise ValueError(f"The {split} split is too small for --{flag}: {e}") from None
     run_config = {"preset": preset, "data_dir": data_dir, **dataclasses.asdict(config)}
     checkpoint.check_run_config(output_dir, run_config, resume, ignore=("resume", "epochs", "export", "verbose"))
-    corpus = corpus or load_corpus(SMOKE, outputs.smoke_corpus)
     gt.save_genotype(genotype, outputs.genotype, {"source": config.genotype})
     corpus.save_vocab(outputs.vocab)
 
@@ -351,7 +360,8 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
     metrics = {**ppl, "best_val_loss": result.best_val_loss, "best_val_ppl": result.best_val_ppl,
                "epochs_done": result.epochs_done, "history": result.run_history, "val_losses": result.val_losses,
                "params": params, "params_M": params / 1e6, "vocab_size": corpus.vocab_size,
-               "genotype": config.genotype, "preset": preset, "data_dir": data_dir, "wall_time_s": time.time() - start}
+               "genotype": config.genotype, "preset": preset, "data_dir": data_dir, "corpus": corpus.stats,
+               "wall_time_s": time.time() - start}
     if export:
         from darts_tf.rnn.export import export_saved_model
 

@@ -10,12 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-
 from tests.helpers import ENV
+from tests.image_folders import CLASSES, digit_images, write_folder
 
-CLASSES = ("circle", "cross", "zero")  # sorted: the label of a class is its index in the sorted folder names
-DIGITS = (0, 1, 2)  # the digits drawn for CLASSES[i]
 TINY_NET = ["--layers=3", "--init_channels=4", "--batch_size=16", "--epochs=1"]
 
 
@@ -37,32 +34,6 @@ def metrics_of(proc):
 
 def error_lines(proc):
     return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-
-
-def digit_images(rgb=False, size=8, per_class=40, seed=0):
-    """Digits 0-2 as uint8 [N, size, size, C] images (nearest-neighbour upscaled; RGB: one tinted colour per class),
-    with labels 0-2."""
-    bunch = load_digits()
-    keep = np.isin(bunch.target, DIGITS)
-    images = np.round(bunch.images[keep] * (255.0 / 16.0)).astype(np.uint8)
-    labels = np.array([DIGITS.index(t) for t in bunch.target[keep]], np.int64)
-    order = np.random.default_rng(seed).permutation(len(labels))[:per_class * len(DIGITS)]
-    images, labels = images[order], labels[order]
-    reps = -(-size // 8)
-    images = np.kron(images, np.ones((reps, reps), np.uint8))[:, :size, :size]
-    if rgb:
-        tint = np.array([[1.0, 0.4, 0.4], [0.4, 1.0, 0.4], [0.4, 0.4, 1.0]])[labels]
-        return np.round(images[..., None] * tint[:, None, None, :]).astype(np.uint8), labels
-    return images[..., None], labels
-
-
-def write_folder(root, images, labels, split):
-    import tensorflow as tf
-
-    for i, (image, label) in enumerate(zip(images, labels)):
-        directory = os.path.join(root, split, CLASSES[label])
-        os.makedirs(directory, exist_ok=True)
-        tf.io.write_file(os.path.join(directory, f"{i:03d}.png"), tf.io.encode_png(image))
 
 
 @pytest.fixture(scope="module")

@@ -140,3 +140,52 @@ def test_rnn_search_script_writes_a_recurrent_genotype(corpus_dir, tmp_path):
     path = proc.stdout.strip().splitlines()[-1]
     assert path == os.path.join(out, "genotype.json")
     assert len(gt.load_genotype_file(path, "rnn").recurrent) == 3
+
+
+def test_test_script_maps_words_outside_the_runs_vocabulary_to_unk_and_reports_the_rate(trained_run, corpus_dir,
+                                                                                       tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    vocab = open(RunFiles(trained_run).vocab).read().splitlines()
+    known = " ".join(w for w in vocab[:8] if w != "<eos>")
+    for name in ("train.txt", "valid.txt", "test.txt"):  # 1 unseen word in 8 tokens a line (<eos> included)
+        (other / name).write_text(f"{known} qwertyuiop\n" * 60 if name != "train.txt" else f"{known}\n")
+    code, out, err = run_in_process(test_cli, [f"--model={trained_run}", f"--data_dir={other}",
+                                               f"--output_json={tmp_path / 'result.json'}"], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[1] == ("valid: 60 of 540 tokens out of the vocabulary -> <unk> (11.11%)  test: 60 of 540 tokens out "
+                        "of the vocabulary -> <unk> (11.11%)"), lines
+    result = json.loads(lines[-1])
+    assert result["corpus"]["vocab_source"] == RunFiles(trained_run).vocab
+    assert result["corpus"]["vocab_size"] == len(vocab) and result["corpus"]["valid"]["oov_words"] == 1
+    assert json.load(open(tmp_path / "result.json"))["corpus"] == result["corpus"]
+
+
+def test_train_script_caps_the_vocabulary_with_max_vocab(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_in_process(train_cli, [*TINY, "--epochs=1", f"--data_dir={corpus_dir}", f"--output_dir={out}",
+                                              "--max_vocab=60", "--nostrict_vocab"], capsys)
+    assert code == 0, err
+    assert len(open(RunFiles(str(out)).vocab).read().splitlines()) == 60
+    with open(RunFiles(str(out)).metrics) as f:
+        record = json.load(f)["corpus"]
+    assert record["max_vocab"] == 60 and record["strict_vocab"] is False and record["train"]["oov"] > 0
+    assert json.load(open(RunFiles(str(out)).run_config))["max_vocab"] == 60
+
+
+def test_rnn_random_search_script_writes_what_the_cnn_random_search_writes(tmp_path):
+    """darts-rnn-search --random_search_samples: genotypes sampled from the recurrent space, no training (~6 s)."""
+    out = tmp_path / "rs"
+    proc = run_module("darts_tf.cli.rnn_search", f"--output_dir={out}", "--dataset=smoke", "--units=8",
+                      "--batch_size=4", "--epochs=1", "--random_search_samples=3", "--seed=4")
+    assert proc.stdout.strip().splitlines()[-1] == str(out / "genotype.json")
+    outputs = RunFiles(str(out))
+    samples = [gt.load_genotype_file(outputs.sample_genotype(i), "rnn") for i in range(3)]
+    assert gt.load_genotype_file(outputs.genotype, "rnn") == samples[0] and len(samples[0].recurrent) == gt.RNN_STEPS
+    assert gt.load_genotype_metadata(outputs.sample_genotype(2)) == {"stage": "random_search", "seed": 4, "sample": 2,
+                                                                      "kind": "rnn"}
+    with open(outputs.metrics) as f:
+        assert json.load(f) == {"random_search": True, "num_samples": 3,
+                                "samples": [outputs.sample_genotype(i) for i in range(3)]}
+    assert sorted(os.listdir(out)) == ["genotype.json", "genotypes", "metrics.json"]

@@ -23,7 +23,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(root):
-    return ingest.run(str(root / "ingest" / "dataset"), {"kind": "images", "name": "digits"})
+    return ingest.run(str(root / "ingest" / "dataset"), {"kind": "images", "dataset": "digits"})
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ RNN_TRAIN = dict(units=8, batch_size=8, eval_batch_size=5, test_batch_size=5, bp
 
 @pytest.fixture(scope="module")
 def rnn_dataset(root):
-    return ingest.run(str(root / "rnn" / "d"), {"kind": "text", "name": "smoke", "max_train_tokens": 3000})
+    return ingest.run(str(root / "rnn" / "d"), {"kind": "text", "dataset": "smoke", "max_train_tokens": 3000})
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +217,58 @@ def test_evaluate_refuses_a_genotype_of_the_other_kind(tmp_path, dataset, rnn_de
     with pytest.raises(artifacts.ArtifactError, match=r"\[stage 'evaluate'\].*holds a rnn genotype; this is a cnn"):
         evaluate.run(dataset.path, rnn_derived[0].path, str(tmp_path / "m"), str(tmp_path / "x"), "cnn", TINY_TRAIN)
     assert os.listdir(tmp_path) == []
+
+
+def _text_corpus(directory, train, valid, test):
+    directory.mkdir()
+    for name, content in (("train.txt", train), ("valid.txt", valid), ("test.txt", test)):
+        (directory / name).write_text(content)
+    return str(directory)
+
+
+def test_text_ingest_with_max_vocab_publishes_the_mapped_corpus_and_its_record(tmp_path):
+    from darts_tf import tasks
+
+    source = _text_corpus(tmp_path / "src", " a b a c\n d a b e\n", " a f b\n", " e a\n")
+    data = ingest.run(str(tmp_path / "d"), {"kind": "text", "dataset": "mine", "data_dir": source, "max_vocab": 4})
+    # a 3, b 2, <eos> 2: with <unk>, the 4 places; c, d, e, f become <unk> in every split
+    assert open(os.path.join(data.corpus_dir, "train.txt")).read() == "a b a <unk>\n<unk> a b <unk>\n"
+    assert open(os.path.join(data.corpus_dir, "valid.txt")).read() == "a <unk> b\n"
+    record = data.metadata["corpus"]
+    assert record["max_vocab"] == 4 and record["vocab_size"] == 4 and record["valid"]["oov"] == 1
+    assert data.metadata["splits"]["valid"]["size"] == 4
+    corpus = tasks.get_task("rnn").load_data(data)  # what later stages read: a closed vocabulary
+    assert corpus.vocab == ["a", "b", "<unk>", "<eos>"] and not corpus.maps_words
+
+
+def test_text_ingest_copies_a_corpus_that_maps_nothing_and_maps_unseen_words_by_default(tmp_path):
+    closed = _text_corpus(tmp_path / "closed", " a b <unk>\n", " b a\n", " <unk> a\n")  # PTB's form, spaces kept
+    data = ingest.run(str(tmp_path / "d1"), {"kind": "text", "dataset": "closed", "data_dir": closed})
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        assert open(os.path.join(data.corpus_dir, name)).read() == open(os.path.join(closed, name)).read()
+    assert data.metadata["corpus"]["test"] == {"tokens": 3, "unk": 1, "unk_rate": 1 / 3, "oov": 0, "oov_rate": 0.0,
+                                               "oov_words": 0}
+    unseen = _text_corpus(tmp_path / "unseen", "a b\n", "a zebra\n", "b a\n")
+    mapped = ingest.run(str(tmp_path / "d2"), {"kind": "text", "dataset": "unseen", "data_dir": unseen})
+    assert open(os.path.join(mapped.corpus_dir, "valid.txt")).read() == "a <unk>\n"
+    assert mapped.metadata["corpus"]["vocab_size"] == 4 and mapped.metadata["corpus"]["valid"]["oov_words"] == 1
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"strict_vocab": True}, r"^Word 'zebra' \(.*valid.txt, line 1\) is not in the training vocabulary and "
+                             r"--strict_vocab refuses it"),
+    ({"max_vocab": 1}, r"^--max_vocab must be 0 \(no cap\) or >= 2"),
+])
+def test_text_ingest_refuses_before_publishing(tmp_path, settings, message):
+    source = _text_corpus(tmp_path / "src", "a b\n", "a zebra\n", "b a\n")
+    with pytest.raises(ValueError, match=message):
+        ingest.run(str(tmp_path / "d"), {"kind": "text", "dataset": "mine", "data_dir": source, **settings})
+    assert not os.path.exists(tmp_path / "d")
+
+
+def test_text_ingest_refuses_a_file_that_is_not_utf8(tmp_path):
+    source = _text_corpus(tmp_path / "src", "a b\n", "a b\n", "b a\n")
+    (tmp_path / "src" / "test.txt").write_bytes(b"b \xe9\n")
+    with pytest.raises(ValueError, match=r"test\.txt' is not UTF-8 text: byte 0xe9 at byte offset 2 \(line 1\)"):
+        ingest.run(str(tmp_path / "d"), {"kind": "text", "dataset": "mine", "data_dir": source})
+    assert not os.path.exists(tmp_path / "d")

@@ -64,3 +64,31 @@ def test_augment_config():
 
 
 # ---------------------------------------------------------------- pipelines
+
+
+@pytest.mark.parametrize("dataset, shape, expected", [
+    ("cifar10", (32, 32, 3), augment.AugmentConfig(crop_padding=4, flip=True)),
+    ("cifar100", (32, 32, 3), augment.AugmentConfig(crop_padding=4, flip=True)),
+    ("digits", (8, 8, 1), augment.AugmentConfig(crop_padding=1, flip=False)),
+    ("/data/my_images", (64, 48, 3), augment.AugmentConfig(crop_padding=6, flip=False)),  # side // 8, no flip
+    ("mnist", (28, 28, 1), augment.AugmentConfig(crop_padding=3, flip=False)),
+])
+def test_default_augmentation_per_known_dataset_and_for_any_other(dataset, shape, expected):
+    assert augment.default_augmentation(dataset, shape) == expected
+
+
+def test_augmentation_flags_override_the_defaults():
+    assert augment.default_augmentation("digits", (8, 8, 1), flip=True, crop_padding=0, cutout_length=3) == \
+        augment.AugmentConfig(crop_padding=0, flip=True, cutout_length=3)
+    assert augment.default_augmentation("cifar10", (32, 32, 3), flip=False).flip is False
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(crop_padding=8), r"^crop_padding=8 is not smaller than the 8x8 images of 'x': the random crop would mostly "
+                           r"see padding\. Pass a smaller --crop_padding \(0 = no crop\)\.$"),
+    (dict(cutout_length=9), r"^cutout_length=9 is not smaller than the 8x8 images of 'x': it would erase most of every "
+                            r"image\. Pass a smaller --cutout_length \(0 = off\)\.$"),
+])
+def test_augmentation_that_would_erase_the_image_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        augment.default_augmentation("x", (8, 12, 1), **kwargs)

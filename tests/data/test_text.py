@@ -36,10 +36,101 @@ def test_corpus_eos_per_line_and_unk_mapping(tmp_path):
     assert [c.vocab[i] for i in c.test] == ["dog", "cat", "<eos>"]
 
 
-def test_corpus_oov_without_unk_is_an_error(tmp_path):
+def test_strict_vocab_refuses_an_unseen_word_without_unk(tmp_path):
     write_corpus(tmp_path, train="the cat\n")
-    with pytest.raises(ValueError, match=r"'bird'.*valid.txt, line 1.*no '<unk>'"):
+    with pytest.raises(ValueError, match=r"^Word 'bird' \(.*valid.txt, line 1\) is not in the training vocabulary and "
+                                         r"--strict_vocab refuses it \(the vocabulary has no '<unk>' token\)\. Pass "
+                                         r"--nostrict_vocab to map unseen words to <unk> \(the rate is reported\), or "
+                                         r"--max_vocab=N to cap the vocabulary"):
+        text.Corpus.from_directory(tmp_path, strict=True)
+    capped = text.Corpus.from_directory(tmp_path, strict=True, max_vocab=10)  # a cap brings <unk>
+    assert capped.vocab == ["the", "cat", "<eos>", "<unk>"]
+
+
+def test_unseen_words_become_unk_by_default_and_the_rate_is_recorded(tmp_path):
+    write_corpus(tmp_path, train="the cat\n", valid="the bird sat\n", test="dog cat\n")
+    c = text.Corpus.from_directory(tmp_path)
+    assert c.vocab == ["the", "cat", "<eos>", "<unk>"]  # <unk> appended after every train word: train ids unchanged
+    assert [c.vocab[i] for i in c.valid] == ["the", "<unk>", "<unk>", "<eos>"]
+    assert [c.vocab[i] for i in c.test] == ["<unk>", "cat", "<eos>"]
+    assert c.stats == {
+        "vocab_size": 4, "max_vocab": 0, "strict_vocab": False, "vocab_source": "train.txt", "train_words": 3,
+        "train": {"tokens": 3, "unk": 0, "unk_rate": 0.0, "oov": 0, "oov_rate": 0.0, "oov_words": 0},
+        "valid": {"tokens": 4, "unk": 2, "unk_rate": 0.5, "oov": 2, "oov_rate": 0.5, "oov_words": 2},
+        "test": {"tokens": 3, "unk": 1, "unk_rate": 1 / 3, "oov": 1, "oov_rate": 1 / 3, "oov_words": 1}}
+    assert text.describe_stats(c.stats).startswith(
+        "vocabulary 4 words (no max_vocab, from train.txt); train: 0 of 3 tokens out of the vocabulary -> <unk> "
+        "(0.00%, 0 distinct words), 0.00% <unk> in all; valid: 2 of 4 tokens out of the vocabulary -> <unk> (50.00%")
+
+
+def test_a_closed_corpus_with_unk_keeps_its_vocabulary_and_ids_in_every_mode(tmp_path):
+    """PTB's case: <unk> in train.txt, no unseen word; neither mode nor a cap at its size changes an id."""
+    write_corpus(tmp_path, valid="the dog sat\n", test="a cat <unk>\n")
+    default = text.Corpus.from_directory(tmp_path)
+    for other in (text.Corpus.from_directory(tmp_path, strict=True),
+                  text.Corpus.from_directory(tmp_path, max_vocab=len(default.vocab))):
+        assert other.vocab == default.vocab == ["the", "cat", "sat", "<eos>", "dog", "<unk>", "ran", "a"]
+        for split in ("train", "valid", "test"):
+            np.testing.assert_array_equal(getattr(other, split), getattr(default, split))
+    assert not default.maps_words and default.stats["test"]["unk"] == 1 and default.stats["test"]["oov"] == 0
+
+
+def test_max_vocab_keeps_the_most_frequent_words_with_eos_and_unk(tmp_path):
+    write_corpus(tmp_path, train="c b a b\nd a b x y\n", valid="a z c\n", test="b y\n")
+    c = text.Corpus.from_directory(tmp_path, max_vocab=4)
+    # counts: b 3, a 2, <eos> 2, c/d/x/y 1; <eos> and <unk> take 2 of the 4 places, b and a the others
+    assert c.vocab == ["<unk>", "b", "a", "<eos>"]  # order of first appearance in the mapped train stream
+    assert [c.vocab[i] for i in c.train] == "<unk> b a b <eos> <unk> a b <unk> <unk> <eos>".split()
+    assert [c.vocab[i] for i in c.valid] == "a <unk> <unk> <eos>".split()
+    assert c.stats["train"]["oov"] == 4 and c.stats["train"]["oov_words"] == 4
+    assert c.stats["valid"]["oov"] == 2 and c.stats["test"]["oov"] == 1 and c.stats["max_vocab"] == 4
+    ties = text.Corpus.from_directory(tmp_path, max_vocab=5)  # one more place: c, d, x, y tie; c came first
+    assert ties.vocab == ["c", "b", "a", "<eos>", "<unk>"]
+    with pytest.raises(ValueError, match=r"--max_vocab must be 0 \(no cap\) or >= 2 \(<eos> and <unk> always count "
+                                         r"toward it\)\. Received: max_vocab=1"):
+        text.Corpus.from_directory(tmp_path, max_vocab=1)
+
+
+def test_the_mapped_corpus_written_out_reads_back_the_same(tmp_path):
+    write_corpus(tmp_path, train="c b a b\nd a b x y\n\n", valid="a z c\n", test="b y\n")
+    for kwargs in ({"max_vocab": 4}, {}):
+        c = text.Corpus.from_directory(tmp_path, **kwargs)
+        again = text.Corpus.from_directory(c.write_directory(tmp_path / f"mapped{len(kwargs)}"))
+        assert again.vocab == c.vocab and not again.maps_words
+        for split in ("train", "valid", "test"):
+            np.testing.assert_array_equal(getattr(again, split), getattr(c, split))
+
+
+def test_a_fixed_vocabulary_maps_other_words_to_its_unk(tmp_path):
+    write_corpus(tmp_path, train="x y\n", valid="the bird\n", test="cat\n")
+    c = text.Corpus.from_directory(tmp_path, vocab=["the", "cat", "<eos>", "<unk>"], vocab_source="run/vocab.txt")
+    assert [c.vocab[i] for i in c.valid] == ["the", "<unk>", "<eos>"] and c.stats["vocab_source"] == "run/vocab.txt"
+    assert c.stats["valid"]["oov"] == 1 and c.stats["train_words"] is None
+    with pytest.raises(ValueError, match=r"^Word 'x' \(.*train.txt, line 1\) is not in the vocabulary run/vocab.txt and "
+                                         r"it has no '<unk>' token to map it to; evaluate on text that uses only its "
+                                         r"words, or train the model with --max_vocab"):
+        text.Corpus.from_directory(tmp_path, vocab=["the", "<eos>"], vocab_source="run/vocab.txt")
+
+
+@pytest.mark.parametrize("content", ["", "  \n\t\n \n"], ids=["empty", "whitespace"])
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_an_empty_split_file_is_refused(tmp_path, split, content):
+    write_corpus(tmp_path, **{split: content})
+    why = "the vocabulary is built from it" if split == "train" else "the model is scored on it"
+    with pytest.raises(ValueError, match=rf"^Corpus file '.*/{split}\.txt' is empty \(or only whitespace\) but {why}; "
+                                         r"put at least one sentence in it; expected layout: "):
         text.Corpus.from_directory(tmp_path)
+
+
+def test_a_file_that_is_not_utf8_names_the_byte_offset(tmp_path):
+    write_corpus(tmp_path)
+    (tmp_path / "valid.txt").write_bytes("the bird\nsat on a caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"^Corpus file '.*/valid\.txt' is not UTF-8 text: byte 0xe9 at byte offset "
+                                         r"21 \(line 2\) cannot be decoded; convert the file to UTF-8 "
+                                         r"\(e\.g\. iconv -f latin1 -t utf-8\)\.$"):
+        text.Corpus.from_directory(tmp_path)
+    (tmp_path / "valid.txt").write_bytes(b"\xef\xbb\xbfthe bird\n")  # a UTF-8 byte-order mark is no word
+    assert [text.Corpus.from_directory(tmp_path).vocab[i] for i in text.Corpus.from_directory(tmp_path).valid][0] == "the"
 
 
 def test_corpus_missing_file_names_it_and_the_layout(tmp_path):
@@ -169,3 +260,18 @@ def test_smoke_corpus_is_real_text(tmp_path):
     assert text.smoke_corpus(tmp_path / "again") and \
         (tmp_path / "again" / "train.txt").read_text() == \
         (tmp_path / "smoke" / "train.txt").read_text()
+
+
+def test_the_smoke_corpus_is_built_in_memory(tmp_path, monkeypatch):
+    texts = text.smoke_texts()
+    text.smoke_corpus(tmp_path / "smoke")
+    assert {s: (tmp_path / "smoke" / f"{s}.txt").read_text() for s in ("train", "valid", "test")} == texts
+    monkeypatch.chdir(tmp_path / "smoke")
+    before = sorted(os.listdir("."))
+    c = text.load_corpus(text.SMOKE)
+    assert sorted(os.listdir(".")) == before  # nothing written
+    on_disk = text.Corpus.from_directory(tmp_path / "smoke")
+    assert c.vocab == on_disk.vocab and np.array_equal(c.test, on_disk.test)
+    assert text.load_corpus(text.SMOKE, max_vocab=100).vocab_size == 100
+    with pytest.raises(ValueError, match="A corpus directory is required"):
+        text.load_corpus(None)

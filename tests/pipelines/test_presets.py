@@ -24,8 +24,8 @@ def test_paper_preset_has_the_papers_settings():
 
 def test_smoke_preset_is_tiny_and_offline():
     cnn = presets.get_preset("cnn", "smoke")
-    assert cnn.ingest.name == "digits" and len(cnn.seeds) <= 2 and cnn.search.layers == 3
-    assert presets.get_preset("rnn", "smoke").ingest.name == "smoke"
+    assert cnn.ingest.dataset == "digits" and len(cnn.seeds) <= 2 and cnn.search.layers == 3
+    assert presets.get_preset("rnn", "smoke").ingest.dataset == "smoke"
 
 
 def test_overrides_are_typed():

@@ -19,7 +19,7 @@ CORPUS_LAYOUT = ("expected layout: DIR/train.txt, DIR/valid.txt, DIR/test.txt (o
 
 @pytest.mark.parametrize("pipeline, settings, causes", [
     # ingest of a text corpus that is not there: the settings are valid, only the stage can find out (~13 s)
-    ("rnn", ["ingest.name=penn", "ingest.data_dir=/nonexistent/penn"],
+    ("rnn", ["ingest.dataset=penn", "ingest.data_dir=/nonexistent/penn"],
      [("ingest", f"FileNotFoundError: Corpus directory '/nonexistent/penn' does not exist; {CORPUS_LAYOUT}")]),
     # a batch larger than the ingested split: both searches of the ParallelFor fail (~17 s)
     ("cnn", ["search.batch_size=100000"],

@@ -120,3 +120,40 @@ def test_missing_corpus_file_is_named(tmp_path):
     (tmp_path / "data" / "train.txt").write_text("a b c\n")
     with pytest.raises(FileNotFoundError, match="Missing corpus file .*valid.txt"):
         run_search(tiny_config(tmp_path / "out", str(tmp_path / "data")))
+
+
+SMOKE_TINY = dict(dataset="smoke", data_dir=None, units=8, nodes=2, batch_size=256, bptt=35, max_seq_len_delta=5,
+                  epochs=1, seed=0, max_vocab=300)  # the offline corpus in ~6 windows, a 300-word softmax
+
+
+def test_a_smoke_search_builds_the_corpus_in_memory_and_records_its_vocabulary(tmp_path):
+    out = tmp_path / "search"
+    result = run_search(SearchConfig(output_dir=str(out), **SMOKE_TINY), verbose=0)
+    assert sorted(os.listdir(out)) == ["alpha_history.npz", "alphas.npz", "genotype.json", "genotypes", "metrics.json",
+                                       "run_config.json", "tensorboard", "training_state.npz", "vocab.txt"]
+    record = result["corpus"]
+    assert record["vocab_size"] == 300 and record["max_vocab"] == 300 and record["valid"]["oov"] > 0
+    with open(RunFiles(str(out)).run_config) as f:
+        assert json.load(f)["corpus"] == record
+    assert gt.load_genotype_metadata(str(out / "genotype.json"))["flags"]["corpus"] == record
+    assert len(open(out / "vocab.txt").read().splitlines()) == 300
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_size=100_000), r"^\d+ tokens are too few for batch_size=100000: "),
+    (dict(max_vocab=1), r"^--max_vocab must be 0 \(no cap\) or >= 2"),
+])
+def test_a_refused_smoke_search_leaves_no_directory(tmp_path, overrides, message):
+    out = tmp_path / "search"
+    with pytest.raises(ValueError, match=message):
+        run_search(SearchConfig(output_dir=str(out), **{**SMOKE_TINY, **overrides}), verbose=0)
+    assert not out.exists()
+
+
+def test_a_corpus_passed_in_takes_no_vocabulary_settings(corpus_dir, tmp_path):
+    config = tiny_config(tmp_path / "out", corpus_dir, max_vocab=100)
+    with pytest.raises(ValueError, match=r"max_vocab and strict_vocab apply where the corpus is read, and this corpus "
+                                         r"was read already: pass corpus=None .* Received: max_vocab=100, "
+                                         r"strict_vocab=False"):
+        run_search(config, corpus=Corpus.from_directory(corpus_dir))
+    assert not (tmp_path / "out").exists()

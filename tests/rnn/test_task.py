@@ -54,3 +54,12 @@ def test_check_export_scores_the_test_tokens_of_the_corpus(exported):
 def test_check_export_without_data_runs_dummy_tokens(exported):
     export_dir, _ = exported
     assert RNNTask().check_export(export_dir) == {"tokens": 3}
+
+
+def test_a_search_stage_with_its_own_max_vocab_reads_the_ingested_corpus_with_it(exported, tmp_path):
+    _, dataset = exported
+    outcome = RNNTask().search(dataset, {"units": 4, "nodes": 1, "batch_size": 2, "bptt": 5, "max_seq_len_delta": 0,
+                                         "epochs": 1, "max_vocab": 6}, seed=0, output_dir=str(tmp_path / "s"),
+                               verbose=0)
+    assert len(open(tmp_path / "s" / "vocab.txt").read().splitlines()) == 6
+    assert outcome.flags["max_vocab"] == 6

@@ -217,3 +217,45 @@ def test_killed_run_resumes_from_the_epoch_checkpoint(tmp_path):
     resumed = fit(third, train_ids, valid_ids, config, output_dir=str(tmp_path), epochs=3, resume=True)
     assert resumed.epochs_done == 3 and len(resumed.history["loss"]) == 1
     assert int(third.optimizer.iterations.numpy()) > int(first.optimizer.iterations.numpy())
+
+
+SMOKE_TINY_TRAIN = dict(units=8, batch_size=256, eval_batch_size=64, test_batch_size=64, bptt=20, max_seq_len_delta=5,
+                        epochs=1, max_vocab=300)  # the offline corpus in a few windows, a 300-word softmax
+
+
+def test_a_smoke_training_builds_the_corpus_in_memory_and_records_its_vocabulary(tmp_path):
+    import json
+
+    from darts_tf.rnn.train import train
+
+    out = tmp_path / "run"
+    metrics = train(get_preset("smoke", **SMOKE_TINY_TRAIN), str(out), preset="smoke")
+    assert sorted(os.listdir(out)) == ["best.weights.h5", "genotype.json", "metrics.json", "model.keras",
+                                       "run_config.json", "tensorboard", "training_state.npz", "vocab.txt"]
+    record = metrics["corpus"]
+    assert record["vocab_size"] == metrics["vocab_size"] == 300 and record["test"]["oov"] > 0
+    assert 0 < record["test"]["oov_rate"] <= record["test"]["unk_rate"] < 1
+    with open(out / "metrics.json") as f:
+        assert json.load(f)["corpus"] == record
+    with open(out / "run_config.json") as f:
+        saved = json.load(f)
+    assert saved["max_vocab"] == 300 and saved["strict_vocab"] is False and saved["data_dir"] == "smoke"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_size=100_000), r"^The train split is too small for --batch_size: \d+ tokens are too few for "
+                               r"batch_size=100000: "),
+    (dict(test_batch_size=100_000), r"^The test split is too small for --test_batch_size: "),
+])
+def test_a_refused_smoke_training_leaves_no_directory(tmp_path, overrides, message):
+    from darts_tf.rnn.train import train
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train(get_preset("smoke", **{**SMOKE_TINY_TRAIN, **overrides}), str(out), preset="smoke")
+    assert not out.exists()
+
+
+def test_max_vocab_is_checked_with_the_config():
+    with pytest.raises(ValueError, match=r"--max_vocab must be 0 \(no cap\) or >= 2 .* Received: max_vocab=-3"):
+        TrainConfig(max_vocab=-3)
