@@ -35,6 +35,7 @@ import numpy as np
 
 from darts_tf import genotypes as gt
 from darts_tf import run_files
+from darts_tf.export_common import SAVED_MODEL_FILE, numeric_versions
 from darts_tf.io_utils import publish_directory, write_json
 from darts_tf.tasks import known_kinds
 
@@ -455,8 +456,9 @@ def finish_model(writer_dir: str, kind: str, genotype: gt.AnyGenotype, lineage: 
 def read_model(path: str, stage: str) -> ModelArtifact:
     meta = read_metadata(path, MODEL, stage)
     _require(stage, path, os.path.join(_RUN_DIR, _KERAS_MODEL_FILE), _GENOTYPE_FILE, _METRICS_FILE)
-    if meta.get("has_saved_model"):
-        _require(stage, path, os.path.join(_SAVED_MODEL_DIR, "saved_model.pb"))
+    if meta.get("has_saved_model"):  # TF Serving's layout: saved_model/<version>/saved_model.pb
+        versions = numeric_versions(os.path.join(path, _SAVED_MODEL_DIR))
+        _require(stage, path, os.path.join(_SAVED_MODEL_DIR, str(max(versions, default=1)), SAVED_MODEL_FILE))
     return ModelArtifact(path, meta)
 
 

@@ -49,8 +49,8 @@ def define_flags():
            "layout); 'smoke' (or unset with --preset smoke) = the offline corpus.")
     define(flags.DEFINE_string, "output_dir", None, "Run directory (model.keras, vocab.txt, metrics.json, checkpoints).")
     define(flags.DEFINE_bool, "resume", False, "Continue the run in --output_dir from its last finished epoch.")
-    define(flags.DEFINE_bool, "export", False, "Also write a SavedModel (token ids -> next-token log-probs) to "
-           "output_dir/saved_model.")
+    define(flags.DEFINE_bool, "export", False, "Also write a SavedModel (text or token ids -> next-token log-probs) to "
+           "output_dir/saved_model/1 (the base path TF Serving and KServe read is output_dir/saved_model).")
     define(flags.DEFINE_integer, "verbose", None, common.VERBOSE_HELP)
     hints = typing.get_type_hints(TrainConfig)
     ptb = RNN_PRESETS["ptb"]

@@ -40,7 +40,8 @@ HELP: Dict[str, str] = {
     "resume": "Continue the run in output_dir from its last finished epoch.",
     "jit_compile": "Compile the train step with XLA.",
     "strategy": "auto (MirroredStrategy when > 1 GPU), mirrored, or default.",
-    "export": "Also write a SavedModel (uint8 images -> probabilities) to output_dir/saved_model.",
+    "export": "Also write a SavedModel (uint8 images or encoded image bytes -> probabilities and class names) to "
+              "output_dir/saved_model/1 (the base path TF Serving and KServe read is output_dir/saved_model).",
     "eval_every": "Evaluate the held-out split every N epochs during training (0 = only at the end).",
     "verbose": common.VERBOSE_HELP,
     "network": "auto (NetworkImageNet for images >= 64 px, else NetworkCIFAR), imagenet, or cifar.",

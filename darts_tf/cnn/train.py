@@ -9,7 +9,7 @@ A run's output directory (this module is its one writer; readers use the constan
     data_info.json                        image shape, normalisation, class names (what export needs)
     metrics.json                          final train loss/accuracy, eval top-1/top-5, params, epochs, wall time
     tensorboard/                          TensorBoard logs (incl. learning rate and drop-path probability)
-    saved_model/                          with `export=True` (darts_tf.cnn.export)
+    saved_model/1/                        with `export=True`: the SavedModel (darts_tf.cnn.export; TF Serving layout)
 
 `validation_portion` > 0 carves a validation split off the training set and reports accuracy on it, never
 touching the test set: the paper's short-training selection of the best of several searched cells (sect. 3.2).
@@ -105,7 +105,7 @@ class TrainConfig:
     resume: bool = False
     jit_compile: bool = False
     strategy: str = "auto"  # 'auto' (MirroredStrategy when > 1 GPU), 'mirrored', 'default'
-    export: bool = False  # also write a SavedModel to output_dir/saved_model
+    export: bool = False  # also write a SavedModel to output_dir/saved_model/1 (TF Serving's base_path/<version>)
     eval_every: int = 1  # evaluate the eval split every N epochs during training (0 = only at the end)
     verbose: int = 1  # fit's progress: 0 silent, 1 progress bar, 2 one line per epoch
 
@@ -381,7 +381,7 @@ def _write_outputs(spec: _RunSpec, model: keras.Model, metrics: Dict[str, Any]) 
 
         reported = (f"{split}_top1_accuracy", f"{split}_top5_accuracy", "params_M", "epochs")
         export_saved_model(model, files.saved_model, source.mean, source.std, class_names=source.class_names,
-                           image_shape=source.image_shape,
+                           image_shape=source.image_shape, version=1,  # TF Serving's base_path/<version>/ layout
                            metadata={"dataset": cfg.dataset, "genotype": cfg.genotype, **{k: metrics[k] for k in reported}})
     write_json(files.metrics, metrics)
 

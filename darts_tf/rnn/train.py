@@ -19,7 +19,7 @@ resumes from it.
     metrics.json         valid/test perplexity of model.keras, per-epoch history, parameters, wall time, and
                          ``corpus``: the vocabulary record (``Corpus.stats``: how many tokens became <unk> per split)
     tensorboard/         per-epoch loss / val_loss / val_ppl / asgd
-    saved_model/         with export=True: darts_tf.rnn.export's SavedModel (token ids -> next-token log-probs)
+    saved_model/1/       with export=True: darts_tf.rnn.export's SavedModel (text or token ids -> next-token log-probs)
 """
 
 from __future__ import annotations
@@ -366,7 +366,8 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
         from darts_tf.rnn.export import export_saved_model
 
         export_saved_model(model, outputs.saved_model, corpus.vocab, metadata={
-            k: metrics[k] for k in ("valid_ppl", "test_ppl", "genotype", "preset", "data_dir", "params")})
+            k: metrics[k] for k in ("valid_ppl", "test_ppl", "genotype", "preset", "data_dir", "params")},
+            version=1)  # TF Serving's base_path/<version>/ layout
     write_json(outputs.metrics, metrics)
     logging.info("valid perplexity %.2f, test perplexity %.2f", ppl["valid_ppl"], ppl["test_ppl"])
     return metrics

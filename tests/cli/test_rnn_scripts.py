@@ -104,7 +104,7 @@ def test_exported_saved_model_matches_the_keras_model_in_a_fresh_process(trained
         np.testing.assert_allclose(served["log_probs"], expected, atol=1e-5)
         np.testing.assert_allclose(served["hidden"], keras_out["hidden"].numpy(), atol=1e-5)
         np.testing.assert_allclose(served["log_probs2"], tf.nn.log_softmax(keras_out2["logits"], -1).numpy(), atol=1e-5)
-    with open(os.path.join(outputs.saved_model, "vocab.txt")) as f:
+    with open(os.path.join(outputs.saved_model, "1", "assets", "vocab.txt")) as f:  # version 1, the graph's asset
         assert f.read().splitlines() == open(outputs.vocab).read().splitlines()
 
 
