@@ -85,6 +85,15 @@ def test_an_npz_of_rgb_images_with_class_names_trains_and_tests(tmp_path):
     tested = json.loads(ok(script("test", f"--model={run}")).stdout.strip().splitlines()[-1])
     assert tested["top1_accuracy"] == pytest.approx(trained["test_top1_accuracy"])
 
+    import tensorflow as tf
+
+    ok(script("export", f"--model={run}"))
+    picture = str(tmp_path / "tinted.png")
+    tf.io.write_file(picture, tf.io.encode_png(x[100]))
+    (line,) = [json.loads(line) for line in ok(script("predict", f"--export_dir={run / 'saved_model'}", "--top_k=1",
+                                                      "--json", picture)).stdout.strip().splitlines()]
+    assert line["path"] == picture and line["top_k"][0]["class"] in CLASSES
+
 
 def test_a_folder_of_two_image_sizes_needs_image_size_and_trains_with_it(tmp_path):
     root = str(tmp_path / "mixed")

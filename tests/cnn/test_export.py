@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -22,37 +21,12 @@ from darts_tf.cnn.networks import NetworkCIFAR
 from darts_tf.data import augment, images
 from darts_tf.io_utils import save_model_atomic
 
+from tests.serving_clients import CNN_SESSION_CLIENT as _SESSION_CLIENT
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 N_TEST = 20
 
-# What a model server does, in a fresh interpreter that never imports darts_tf: the TF1 session loader (the path of
-# TF Serving's C++ LoadSavedModel), 'serving_default' on uint8 images, and 'serving_bytes' on a REST request whose
-# {"b64": ...} instances are base64-decoded into the `image_bytes` string tensor, as TF Serving decodes them.
-_SESSION_CLIENT = textwrap.dedent("""
-    import base64, json, sys
-    import numpy as np
-    import tensorflow as tf
-    export_dir, images_npy, request_json, out_npz = sys.argv[1:5]
-    assert "darts_tf" not in sys.modules
-    graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
-        def run(name, feeds):
-            sig = meta.signature_def[name]
-            fetches = {k: v.name for k, v in sig.outputs.items()}
-            return sess.run(fetches, {sig.inputs[k].name: v for k, v in feeds.items()})
-        default = run("serving_default", {"images": np.load(images_npy)})
-        with open(request_json) as f:
-            request = json.load(f)
-        blobs = np.array([base64.b64decode(i["b64"]) for i in request["instances"]], dtype=object)
-        from_bytes = run(request["signature_name"], {"image_bytes": blobs})
-        shape = meta.signature_def["serving_default"].inputs["images"].tensor_shape
-    np.savez(out_npz, probabilities=default["probabilities"], classes=default["classes"].astype(str),
-             bytes_probabilities=from_bytes["probabilities"], bytes_classes=from_bytes["classes"].astype(str),
-             input_shape=[d.size for d in shape.dim])
-    assert "darts_tf" not in sys.modules
-""")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -16,32 +15,12 @@ from darts_tf.data.text import EOS, UNK, tokenize_line
 from darts_tf.rnn import export
 from darts_tf.rnn.networks import RNNModel
 
+from tests.serving_clients import RNN_SESSION_CLIENT as _SESSION_CLIENT
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 VOCAB = [UNK, EOS, "the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
 SENTENCES = ["the cat sat on a mat", "a dog  ran\t on the zebra", ""]  # extra whitespace, an unknown word, empty
 
-_SESSION_CLIENT = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import tensorflow as tf
-    export_dir, tokens_npy, sentences_json, out_npz = sys.argv[1:5]
-    graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
-        def run(name, feeds):
-            sig = meta.signature_def[name]
-            return sess.run({k: v.name for k, v in sig.outputs.items()},
-                            {sig.inputs[k].name: v for k, v in feeds.items()})
-        tokens = np.load(tokens_npy)
-        first = run("serving_default", {"tokens": tokens})
-        second = run("with_hidden", {"tokens": tokens, "hidden": first["hidden"]})
-        with open(sentences_json) as f:
-            text = run("serving_text", {"sentences": np.array(json.load(f), dtype=object)})
-    assert "darts_tf" not in sys.modules
-    np.savez(out_npz, log_probs=first["log_probs"], hidden=first["hidden"], log_probs2=second["log_probs"],
-             hidden2=second["hidden"], **{"text_" + k: (v.astype(str) if v.dtype == object else v)
-                                          for k, v in text.items()})
-""")
 
 
 @pytest.fixture(scope="module")
