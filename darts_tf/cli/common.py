@@ -73,7 +73,10 @@ VERBOSE_HELP = ("fit progress: 0 silent, 1 progress bar, 2 one line per epoch (d
 
 
 def config_from_flags(cls, **overrides):
-    values = {f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(cls) if f.name in flags.FLAGS}
+    """`cls` with the flags given on the command line; every other field keeps the dataclass default (not the flag's
+    default: where several scripts' modules share a process, a flag may have been defined by another config)."""
+    values = {f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(cls)
+              if f.name in flags.FLAGS and flags.FLAGS[f.name].present}
     values.update(overrides)
     return cls(**values)
 
