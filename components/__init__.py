@@ -1,6 +1,6 @@
 """The pipeline stages' executors. A stage process launched by ``pipelines.run`` records why it failed
 (``components.failures``)."""
 
-from components import failures as _failures
+from . import failures as _failures
 
 _failures.install_from_environment()

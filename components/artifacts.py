@@ -498,3 +498,63 @@ def read_metrics(path: str, stage: str) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ArtifactError(stage, path, "metrics.json must hold a JSON object")
     return data
+
+
+# --------------------------------------------------------------------------------------------- KFP metadata
+
+
+def _directory_size(path: str) -> Dict[str, int]:
+    sizes = [os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names]
+    return {"size_bytes": int(sum(sizes)), "num_files": len(sizes)}
+
+
+def genotype_sha256(genotype: gt.AnyGenotype) -> str:
+    """A hash of the genotype itself (its canonical JSON), equal for equal cells whatever file holds them."""
+    return hashlib.sha256(json.dumps(genotype.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _lineage_summary(lineage: Dict[str, Any]) -> Dict[str, Any]:
+    """The lineage fields worth a column in the Kubeflow UI (scalars only; the flags stay in the artifact)."""
+    keep = ("stage", "seed", "search_uri", "dataset", "dataset_hash", "epochs_done", "resumed_after_epoch",
+            "selection_metric", "selection_value", "selection_uri", "genotype_uri", "eval_dataset", "eval_dataset_hash",
+            "transfer_dataset")
+    return {k: lineage[k] for k in keep if k in lineage and isinstance(lineage[k], (str, int, float, bool))}
+
+
+def kfp_metadata(path: str, stage: str = "kfp") -> Dict[str, Any]:
+    """What the Kubeflow UI (and its lineage view) shows of the artifact at `path`, as KFP artifact metadata: its
+    type, the stage that wrote it, its size, and per type its hashes, seed and lineage (a JSON object of scalars,
+    lists and small objects; artifact.json in the directory stays the full record)."""
+    meta = _read_json(stage, path, os.path.join(path, METADATA_FILE))
+    type_name = meta.get("type")
+    out: Dict[str, Any] = {"darts_type": type_name, "darts_stage": meta.get("stage"),
+                           "format_version": meta.get("version"), **_directory_size(path)}
+    if type_name == DATASET:
+        data = read_dataset(path, stage)
+        out.update(kind=data.kind, name=data.name, dataset_hash=data.dataset_hash,
+                   splits={k: {"size": v["size"], "sha256": v["sha256"]} for k, v in data.metadata["splits"].items()})
+        for key in ("num_classes", "image_shape", "size_unit"):
+            if key in data.metadata:
+                out[key] = data.metadata[key]
+    elif type_name == SEARCH_RUN:
+        found = read_search_run(path, stage)
+        genotype = gt.load_genotype_file(found.genotype_path, kind=found.kind)
+        out.update(kind=found.kind, genotype=str(genotype), genotype_sha256=genotype_sha256(genotype),
+                   alphas_sha256=sha256_file(os.path.join(path, _ALPHAS_FILE)), primitives=found.primitives,
+                   **_lineage_summary(found.lineage))
+    elif type_name == GENOTYPE:
+        chosen = read_genotype(path, stage)
+        out.update(kind=chosen.genotype.kind, genotype=str(chosen.genotype),
+                   genotype_sha256=genotype_sha256(chosen.genotype), **_lineage_summary(chosen.lineage))
+    elif type_name == CELL_PICTURES:
+        pictures = read_cell_pictures(path, stage)
+        out.update(files=pictures.files, genotype=meta.get("genotype"))
+    elif type_name == MODEL:
+        trained = read_model(path, stage)
+        with open(trained.genotype_path) as f:
+            record = json.load(f)
+        genotype = gt.genotype_from_dict(record, kind=trained.kind)
+        out.update(kind=trained.kind, has_saved_model=bool(trained.saved_model_dir),
+                   keras_model_sha256=sha256_file(trained.keras_model_path), genotype=str(genotype),
+                   genotype_sha256=genotype_sha256(genotype), **_lineage_summary(record.get("metadata") or {}))
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from components import artifacts
+from . import artifacts
 from darts_tf import tasks
 from darts_tf.tasks import config_from_dict
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Tuple
 
-from components import artifacts, common
-from components.monitoring import log_stage
+from . import artifacts, common
+from .monitoring import log_stage
 
 STAGE = "derive"
 # Spec
@@ -37,7 +37,9 @@ def derive_from_search(search: artifacts.SearchRunArtifact):
     if sorted(alphas) != sorted(expected):
         raise artifacts.ArtifactError(STAGE, search.path, f"holds the alphas {', '.join(sorted(alphas)) or '(none)'}; "
                                                           f"a {search.kind} search saves {', '.join(expected)}")
-    return gt.derive_from_alphas(alphas, primitives=search.primitives)
+    # the search's own cap of skip_connects (a collapse guard, darts_tf.collapse), so its genotype is re-derived
+    cap = (search.lineage.get("flags") or {}).get("max_skip_connects") or None
+    return gt.derive_from_alphas(alphas, primitives=search.primitives, max_skip_connects=cap)
 
 
 def run(search_run: str, genotype: str, pictures: str

@@ -18,8 +18,8 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
-from components import artifacts, common
-from components.monitoring import log_stage
+from . import artifacts, common
+from .monitoring import log_stage
 
 STAGE = "ingest"
 # Spec: no inputs; one output artifact; one parameter (an IngestConfig as a dict).

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from components import artifacts, common
-from components.monitoring import log_stage, markdown_table
+from . import artifacts, common
+from .monitoring import log_stage, markdown_table
 
 STAGE = "select"
 # Spec
@@ -51,6 +51,13 @@ def run(dataset: str, candidates: Sequence[str], best_genotype: str, selection: 
                  "best_" + metric: rows[best][metric], "best_seed": rows[best]["seed"]}
         log_stage(os.path.join(tb_root, "table"), scalars={f"select/best_{metric}": rows[best][metric]},
                   text={"selection": markdown_table(rows, ["candidate", "seed", metric, "search_uri"])})
+        from darts_tf import summaries  # TensorFlow is imported by the stage's work only
+
+        for row in rows:  # one HParams session per candidate: seed -> score, in TensorBoard's HParams dashboard
+            summaries.write_hparams(os.path.join(tb_root, "hparams", f"candidate_{row['candidate']:02d}"),
+                                    {"candidate": row["candidate"], "seed": row["seed"],
+                                     "selected": row["candidate"] == best, "search_uri": row["search_uri"]},
+                                    {f"select/{metric}": row[metric]})
         artifacts.finish_metrics(table_dir, table, STAGE)
     common.log_scalars(log_metric, {**{f"candidate_{r['candidate']}_{metric}": r[metric] for r in rows},
                                     "best_candidate": best, "best_" + metric: rows[best][metric]})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from components import artifacts, common, evaluate
+from . import artifacts, common, evaluate
 
 STAGE = "transfer"
 # Spec
@@ -26,13 +26,13 @@ PARAMETERS = dict(evaluate.PARAMETERS)
 
 
 def run(genotype: str, model: str, metrics: str, kind: str = "cnn", config: Optional[Dict[str, Any]] = None,
-        dataset: Optional[str] = None, log_metric: Optional[Callable[[str, float], None]] = None
-        ) -> Tuple[artifacts.ModelArtifact, Dict[str, Any]]:
+        dataset: Optional[str] = None, log_metric: Optional[Callable[[str, float], None]] = None,
+        state_dir: Optional[str] = None) -> Tuple[artifacts.ModelArtifact, Dict[str, Any]]:
     """Trains the Genotype artifact at `genotype` on the transfer dataset (CNN: `config['dataset']`; RNN: the
     ingested corpus at `dataset`; the task refuses the other); writes the Model and Metrics artifacts at `model`
-    and `metrics`."""
+    and `metrics`. `state_dir`: as `evaluate.run`'s (a retry resumes the training)."""
     task = common.task_of(kind, STAGE)
     chosen = common.read_genotype_for(task, genotype, STAGE)
     data = common.read_dataset_for(task, dataset, STAGE) if dataset else None
     return evaluate.train_and_publish(task, task.transfer, data, chosen, model, metrics, config, STAGE, log_metric,
-                                      dataset_lineage_key="transfer_dataset")
+                                      dataset_lineage_key="transfer_dataset", state_dir=state_dir)

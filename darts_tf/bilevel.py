@@ -13,6 +13,10 @@
        eps = 0.01 / ||grad_w' L_val(w', alpha)||.
 2. the weight step on the train batch: w <- SGD-momentum(clip(grad_w L_train) + wd * w) (``darts_tf.optim``).
 
+The collapse guards of ``darts_tf.collapse`` that act on the step (``CollapseGuards``, all off by default) are one
+line each: beta-DARTS adds lambda * grad_alpha L_beta to the architecture gradient (L_beta depends on alpha alone,
+so this is the same in all three modes), and SDARTS-RS runs the weight step at alpha + U(-eps, eps).
+
 Weight decay is added to the gradient (PyTorch semantics, as the reference) rather than decoupled.
 Subclasses provide the network (``call``), ``arch_variables`` and how a batch becomes inputs and a loss.
 """
@@ -25,6 +29,8 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from darts_tf import collapse
+from darts_tf.collapse import CollapseGuards
 from darts_tf.numerics import at_least_float32
 from darts_tf.optim import apply_weight_step
 
@@ -91,15 +97,23 @@ class BilevelSearchModel(keras.Model):
     Subclasses must create their alphas with ``add_weight(trainable=True)``, list them in ``arch_variables``, and
     may override ``search_inputs``, ``search_loss``, ``search_accuracy`` and ``update_stream_state``.
     Use ``compile(optimizer=<weights' SGD>, arch_optimizer=<alphas' Adam>)``; the model must be built first.
+    `guards` are its collapse guards (``darts_tf.collapse.CollapseGuards``; default: none, plain DARTS).
     """
 
     default_bilevel = BilevelConfig()  # the settings when the constructor is given none
     supports_forward_hvp = True  # False where tf.autodiff.ForwardAccumulator cannot run the network (RNN loop)
     reports_accuracy = True  # False for networks without an accuracy (language models): only losses are logged
 
-    def __init__(self, bilevel: Optional[BilevelConfig] = None, **kwargs):
+    def __init__(self, bilevel: Optional[BilevelConfig] = None, guards: Optional[CollapseGuards] = None, **kwargs):
         super().__init__(**kwargs)
         self.bilevel = self.default_bilevel if bilevel is None else bilevel
+        self.guards = CollapseGuards() if guards is None else guards
+        # the epoch's value of each scheduled guard that is on (set by collapse.CollapseSchedule; checkpointed)
+        self.guard_values = {name: self.add_weight(shape=(), initializer=keras.initializers.Constant(value),
+                                                   trainable=False, name=f"guard_{name}")
+                             for name, value in self.guards.scheduled_values(0, 1).items()}
+        # SDARTS-RS' perturbations: a seeded stream (state checkpointed), so --deterministic runs repeat
+        self.perturbation_seed = keras.random.SeedGenerator(name="sdarts_seed") if self.guards.sdarts_epsilon else None
         if self.bilevel.exact_hvp == "forward" and not self.supports_forward_hvp:
             raise ValueError(f"exact_hvp='forward' is not available for {type(self).__name__}: TensorFlow's forward-mode "
                              f"autodiff does not go through its time loop. Use exact_hvp='reverse' (the default).")
@@ -110,11 +124,13 @@ class BilevelSearchModel(keras.Model):
         self.val_acc_tracker = keras.metrics.Mean(name="val_accuracy")
 
     def get_config(self):
-        return {"bilevel": dataclasses.asdict(self.bilevel), "name": self.name}
+        return {"bilevel": dataclasses.asdict(self.bilevel), "guards": dataclasses.asdict(self.guards),
+                "name": self.name}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**{**config, "bilevel": BilevelConfig(**config["bilevel"])})
+        return cls(**{**config, "bilevel": BilevelConfig(**config["bilevel"]),
+                      "guards": CollapseGuards(**config.get("guards", {}))})
 
     # ----------------------------------------------------------------- to override
     @property
@@ -264,21 +280,33 @@ class BilevelSearchModel(keras.Model):
         alpha_grads, val_loss, val_outputs = self.unrolled_alpha_gradient(train_batch, val_batch)
         self.update_stream_state(val_outputs, VALIDATION)
         alpha_grads = [g + self.bilevel.arch_weight_decay * a for g, a in zip(alpha_grads, self.arch_variables)]
+        alpha_grads = self.add_beta_decay_gradient(alpha_grads)
         self.arch_optimizer.apply(alpha_grads, self.arch_variables)
 
-        # ---- weight step, on the train batch: w <- optimizer(clip(grad_w L_train) + wd * w)
+        # ---- weight step, on the train batch: w <- optimizer(clip(grad_w L_train) + wd * w); with SDARTS-RS at
+        # alpha + U(-eps, eps), alpha restored after it
         weights = self.weight_variables
-        with tf.GradientTape() as tape:
-            loss, outputs = self.search_pass(train_batch, TRAIN)
-        lr = self.current_learning_rate()  # the step's, before apply() moves the schedule on
-        apply_weight_step(self.optimizer, tape.gradient(loss, weights), weights, self.bilevel.grad_clip,
-                          self.bilevel.weight_decay)
+        with collapse.perturbed_alphas(self.arch_variables, self.guards.sdarts_epsilon, self.perturbation_seed):
+            with tf.GradientTape() as tape:
+                loss, outputs = self.search_pass(train_batch, TRAIN)
+            lr = self.current_learning_rate()  # the step's, before apply() moves the schedule on
+            apply_weight_step(self.optimizer, tape.gradient(loss, weights), weights, self.bilevel.grad_clip,
+                              self.bilevel.weight_decay)
         self.update_stream_state(outputs, TRAIN)
 
         self._track(train_batch, outputs, loss, val_batch, val_outputs, val_loss)
         logs = {m.name: m.result() for m in self.metrics}
         logs["lr"] = lr
         return logs
+
+    def add_beta_decay_gradient(self, alpha_grads) -> List[tf.Tensor]:
+        """beta-DARTS: grad_alpha (L_val + lambda_epoch * L_beta) = alpha_grads + lambda_epoch * grad_alpha L_beta
+        (``collapse.beta_decay_loss``); `alpha_grads` unchanged when the guard is off."""
+        if "beta_decay" not in self.guard_values:
+            return alpha_grads
+        lam = self.guard_values["beta_decay"]
+        regulariser = collapse.beta_decay_gradient([a.value for a in self.arch_variables])
+        return [g + tf.cast(lam, g.dtype) * r for g, r in zip(alpha_grads, regulariser)]
 
     def _track(self, train_batch, outputs, loss, val_batch, val_outputs, val_loss):
         self.loss_tracker.update_state(loss)

@@ -4,12 +4,14 @@ One mechanism for every trainer (CNN/RNN search, evaluation): the state is every
 model (weights, alphas, BatchNorm statistics, RNG seed-generator states, carried hidden states) and of its
 optimizers, plus the number of finished epochs. ``run_config.json`` beside it records the flags, so a
 resume with different flags is refused instead of silently mixing two runs.
+
+The state is one ``.npz`` file written through ``darts_tf.io_utils`` (built in memory and written in one piece on a
+remote filesystem, gs:// or ram://), so a run directory may live on a bucket as well as on a disk.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -18,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf.guards import SEARCH_RATE_FLAGS, WEIGHT_RATE_FLAGS, check_finite, lower_rate_hint
+from darts_tf import io_utils
 from darts_tf.io_utils import atomic_savez, damaged_message, load_json, load_npz, remove_temporaries, write_json
 from darts_tf.run_files import RunFiles
 
@@ -71,7 +74,7 @@ def save_state(directory: str, model: keras.Model, epochs_done: int, optimizers:
     values = [np.asarray(v.numpy()) for v in variables]
     path = RunFiles(directory).state
     rates = SEARCH_RATE_FLAGS if hasattr(model, "arch_variables") else WEIGHT_RATE_FLAGS
-    kept = f"{path} still holds the last good state" if os.path.isfile(path) else "no checkpoint was written"
+    kept = f"{path} still holds the last good state" if io_utils.isfile(path) else "no checkpoint was written"
     check_finite({v.path: x for v, x in zip(variables, values)}, f"After epoch {epochs_done} the training state's values",
                  f"{lower_rate_hint(rates)}. The state was not saved: {kept}.")
     arrays = {f"v{i:05d}": x for i, x in enumerate(values)}
@@ -82,7 +85,7 @@ def save_state(directory: str, model: keras.Model, epochs_done: int, optimizers:
 
 
 def has_state(directory: str) -> bool:
-    return os.path.isfile(RunFiles(directory).state)
+    return io_utils.isfile(RunFiles(directory).state)
 
 
 _KERAS_UID = re.compile(r"_\d+(?=/|_|$)")
@@ -159,9 +162,9 @@ def check_run_config(directory: str, config: Dict[str, Any], resume: bool,
     already holds a checkpoint is refused so that a run never overwrites another one by accident. An accepted run
     first removes the temporary files that a killed run left behind (``io_utils.remove_temporaries``).
     """
-    os.makedirs(directory, exist_ok=True)
+    io_utils.makedirs(directory)
     path = RunFiles(directory).run_config
-    if has_state(directory) and os.path.isfile(path):
+    if has_state(directory) and io_utils.isfile(path):
         saved = load_json(path, "run config", "restore a copy of it, or choose a new --output_dir (the checkpoint "
                           "cannot be resumed without the flags it was written with).")
         if not resume:
@@ -186,3 +189,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         extra = self.extra_fn(epoch) if self.extra_fn else None
         save_state(self.directory, self.model, epoch + 1, self.optimizers, extra)
+
+
+def saved_epochs(directory: str) -> int:
+    """The epochs finished according to the checkpoint in `directory` (0 without one or when it does not read back:
+    the run that resumes it then reports the damage itself)."""
+    if not has_state(directory):
+        return 0
+    try:
+        meta = load_npz(RunFiles(directory).state, "checkpoint", f"{_START_OVER}.", CheckpointError)["__meta__"]
+        return int(json.loads(str(meta))["epochs_done"])
+    except (CheckpointError, KeyError, ValueError, TypeError):
+        return 0

@@ -25,6 +25,7 @@ import json
 import os
 from typing import Any, Dict, Iterator, List, Optional
 
+from darts_tf import io_utils
 from darts_tf.io_utils import atomic_write_text, publish_directory
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -45,14 +46,14 @@ def check_version(version: Optional[int]) -> Optional[int]:
 
 def numeric_versions(base_dir: str) -> List[int]:
     """The numbered subdirectories of `base_dir` that hold a SavedModel, ascending."""
-    if not os.path.isdir(base_dir):
+    if not io_utils.isdir(base_dir):
         return []
-    return sorted(int(n) for n in os.listdir(base_dir)
-                  if n.isdigit() and os.path.isfile(os.path.join(base_dir, n, SAVED_MODEL_FILE)))
+    return sorted(int(n) for n in io_utils.listdir(base_dir)
+                  if n.isdigit() and io_utils.isfile(os.path.join(base_dir, n, SAVED_MODEL_FILE)))
 
 
 def is_saved_model_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
+    return io_utils.isfile(os.path.join(path, SAVED_MODEL_FILE))
 
 
 def resolve_saved_model_dir(path: str, written_by: str = "darts-export") -> str:
@@ -86,7 +87,7 @@ def publish_export(export_dir: str, version: Optional[int] = None) -> Iterator[s
     if is_saved_model_dir(export_dir):  # a flat export from before: the base path replaces it, atomically
         with publish_directory(export_dir) as base:
             target = os.path.join(base, str(version))
-            os.makedirs(target)
+            io_utils.makedirs(target)
             yield target
             check_saved_model(target)
         return
@@ -97,7 +98,7 @@ def publish_export(export_dir: str, version: Optional[int] = None) -> Iterator[s
 def target_dir(export_dir: str, version: Optional[int] = None) -> str:
     """Where `publish_export(export_dir, version)` puts the SavedModel."""
     version = check_version(version)
-    path = os.path.abspath(export_dir)
+    path = io_utils.absolute(export_dir)
     return path if version is None else os.path.join(path, str(version))
 
 
@@ -116,9 +117,9 @@ def write_metadata(directory: str, info: Dict[str, Any], run_metadata: Optional[
 def read_metadata(directory: str) -> Dict[str, Any]:
     """metadata.json of an export directory ({} when it has none)."""
     path = os.path.join(directory, METADATA_FILE)
-    if not os.path.isfile(path):
+    if not io_utils.isfile(path):
         return {}
-    with open(path) as f:
+    with io_utils.open_file(path) as f:
         return json.load(f)
 
 

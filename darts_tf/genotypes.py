@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -226,9 +225,11 @@ def save_genotype(genotype: AnyGenotype, path: str, metadata: Optional[Dict[str,
 
 
 def load_genotype_file(path: str, kind: Optional[str] = None) -> AnyGenotype:
-    if not os.path.isfile(path):
+    from darts_tf import io_utils  # local or remote (gs://, ram://) alike
+
+    if not io_utils.isfile(path):
         raise FileNotFoundError(f"Genotype file {path!r} does not exist; pass a genotype name or the path of a genotype JSON file.")
-    with open(path) as f:
+    with io_utils.open_file(path) as f:
         text = f.read()
     try:
         return genotype_from_json(text, kind=kind)
@@ -237,7 +238,9 @@ def load_genotype_file(path: str, kind: Optional[str] = None) -> AnyGenotype:
 
 
 def load_genotype_metadata(path: str) -> Dict[str, Any]:
-    with open(path) as f:
+    from darts_tf import io_utils
+
+    with io_utils.open_file(path) as f:
         return json.load(f).get("metadata", {})
 
 
@@ -310,7 +313,9 @@ def get_genotype(name: str, kind: str = "cnn") -> AnyGenotype:
 
 def resolve_genotype(name_or_path: str, kind: str = "cnn") -> AnyGenotype:
     """A published genotype name, or the path of a genotype JSON file (anything that exists or ends in .json)."""
-    if os.path.exists(name_or_path) or name_or_path.endswith(".json"):
+    from darts_tf import io_utils
+
+    if io_utils.exists(name_or_path) or name_or_path.endswith(".json"):
         return load_genotype_file(name_or_path, kind=kind)
     return get_genotype(name_or_path, kind)
 
@@ -343,8 +348,16 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _derive_edges(alpha: np.ndarray, space: _EdgeSpace, primitives: Sequence[str], k: int) -> Tuple[Tuple[Edge, ...], int]:
-    """Per node: the k strongest predecessors, each edge ranked by its strongest non-'none' op."""
+def _derive_edges(alpha: np.ndarray, space: _EdgeSpace, primitives: Sequence[str], k: int,
+                  excluded: Optional[np.ndarray] = None) -> Tuple[Tuple[Edge, ...], int]:
+    """Per node: the k strongest predecessors, each edge ranked by its strongest non-'none' op (and not an op that
+    the boolean [edges, ops] mask `excluded` rules out on that edge)."""
+    edges, steps, _ = _derive_rows(alpha, space, primitives, k, excluded)
+    return edges, steps
+
+
+def _derive_rows(alpha, space, primitives, k, excluded=None):
+    """``_derive_edges`` plus, for each chosen edge, (its alpha row, its op's softmax weight)."""
     weights = _softmax(alpha)
     if weights.ndim != 2 or weights.shape[1] != len(primitives):
         raise ValueError(f"alpha must have shape [num_edges, {len(primitives)}]. Received: {tuple(np.shape(alpha))}")
@@ -358,7 +371,10 @@ def _derive_edges(alpha: np.ndarray, space: _EdgeSpace, primitives: Sequence[str
     masked = weights.copy()
     if none_index is not None:
         masked[:, none_index] = -np.inf
+    if excluded is not None:
+        masked[excluded] = -np.inf
     edges: List[Edge] = []
+    rows: List[Tuple[int, float]] = []
     start = 0
     for node in range(steps):
         n = space.num_inputs + node
@@ -367,22 +383,56 @@ def _derive_edges(alpha: np.ndarray, space: _EdgeSpace, primitives: Sequence[str
         # stable ranking: ties keep the lower predecessor index, as Python's sorted() in the reference
         chosen = sorted(range(n), key=lambda j: -strength[j])[: min(k, n)]
         for j in chosen:
-            edges.append((primitives[int(np.argmax(node_w[j]))], j))
+            op = int(np.argmax(node_w[j]))
+            edges.append((primitives[op], j))
+            rows.append((start + j, float(node_w[j, op])))
         start += n
-    return tuple(edges), steps
+    return tuple(edges), steps, rows
+
+
+SKIP = "skip_connect"
+
+
+def cap_skip_connects(alpha: np.ndarray, max_skip_connects: Optional[int], primitives: Sequence[str] = CNN_PRIMITIVES,
+                      k: int = 2) -> Tuple[Tuple[Edge, ...], int]:
+    """The CNN cell's edges (as ``_derive_edges``) with at most `max_skip_connects` skip_connects (P-DARTS' rule for
+    the normal cell; 0 or None: no cap).
+
+    While the derived cell has more: the chosen skip_connect edge with the smallest softmax weight loses its
+    skip_connect (P-DARTS zeroes that probability), so that edge now stands for its next-best non-'none' op, and
+    the cell is derived again (predecessors re-ranked: the weakened edge may lose its place to another one). Each
+    round rules skip_connect out on one more edge, so the cap is always reached (with no skip_connect left at
+    worst); it needs a candidate other than 'none' and skip_connect.
+    """
+    primitives = list(primitives)
+    edges, steps, rows = _derive_rows(alpha, CNN_SPACE, primitives, k)
+    if not max_skip_connects or SKIP not in primitives:
+        return edges, steps
+    if not set(primitives) - {"none", SKIP}:
+        raise ValueError(f"A skip_connect cap needs a candidate op other than 'none' and skip_connect to put in "
+                         f"their place. Received: primitives={primitives}, max_skip_connects={max_skip_connects}")
+    excluded = np.zeros(np.shape(alpha), bool)
+    skip = primitives.index(SKIP)
+    while True:
+        skips = [(weight, row) for (op, _), (row, weight) in zip(edges, rows) if op == SKIP]
+        if len(skips) <= max_skip_connects:
+            return edges, steps
+        excluded[min(skips)[1], skip] = True  # the weakest skip_connect (ties: the lower edge row)
+        edges, steps, rows = _derive_rows(alpha, CNN_SPACE, primitives, k, excluded)
 
 
 def derive_genotype(alpha_normal: np.ndarray, alpha_reduce: Optional[np.ndarray] = None, k: int = 2,
-                    primitives: Sequence[str] = CNN_PRIMITIVES) -> AnyGenotype:
+                    primitives: Sequence[str] = CNN_PRIMITIVES, max_skip_connects: Optional[int] = None) -> AnyGenotype:
     """The discrete cell from alphas (paper sect. 2.4): top-k predecessors per node, strongest non-'none' op each.
 
     With `alpha_reduce` it derives a CNN `Genotype` (k=2 in the paper); without it, a `RecurrentGenotype`
     from the single recurrent alpha (call with k=1 and RNN_PRIMITIVES). Concat = all intermediate nodes.
+    `max_skip_connects` caps the skip_connects of the CNN normal cell (``cap_skip_connects``; 0 / None: no cap).
     """
     if alpha_reduce is None:
         edges, steps = _derive_edges(np.asarray(alpha_normal), RNN_SPACE, primitives, k)
         return RecurrentGenotype(recurrent=edges, concat=range(1, steps + 1))
-    normal, steps = _derive_edges(np.asarray(alpha_normal), CNN_SPACE, primitives, k)
+    normal, steps = cap_skip_connects(np.asarray(alpha_normal), max_skip_connects, primitives, k)
     reduce, _ = _derive_edges(np.asarray(alpha_reduce), CNN_SPACE, primitives, k)
     concat = range(2, 2 + steps)
     return Genotype(normal=normal, normal_concat=concat, reduce=reduce, reduce_concat=concat)
@@ -393,12 +443,13 @@ def derive_recurrent_genotype(alpha: np.ndarray, k: int = 1) -> RecurrentGenotyp
 
 
 def derive_from_alphas(alphas: Dict[str, np.ndarray], primitives: Optional[Sequence[str]] = None,
-                       k: Optional[int] = None) -> AnyGenotype:
+                       k: Optional[int] = None, max_skip_connects: Optional[int] = None) -> AnyGenotype:
     """The genotype a search's alphas (as saved in alphas.npz) encode: ``alpha_normal`` + ``alpha_reduce`` give a
-    CNN cell (k=2 by default), a single alpha a recurrent cell (k=1 by default)."""
+    CNN cell (k=2 by default; `max_skip_connects` caps its normal cell's skip_connects), a single alpha a recurrent
+    cell (k=1 by default)."""
     if "alpha_normal" in alphas and "alpha_reduce" in alphas:
         return derive_genotype(alphas["alpha_normal"], alphas["alpha_reduce"], k=k or 2,
-                               primitives=primitives or CNN_PRIMITIVES)
+                               primitives=primitives or CNN_PRIMITIVES, max_skip_connects=max_skip_connects)
     if len(alphas) == 1:
         return derive_genotype(next(iter(alphas.values())), None, k=k or 1, primitives=primitives or RNN_PRIMITIVES)
     raise ValueError(f"alphas hold {sorted(alphas)}; expected alpha_normal and alpha_reduce (CNN) or one recurrent "

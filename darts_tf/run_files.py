@@ -1,7 +1,8 @@
 """The one place that names the files of a run directory (search, training, evaluation; CNN and RNN alike).
 
 Every stage writes into a run directory and every reader finds its files through ``RunFiles``; nothing else
-spells a file name. Which files a run has depends on its stage::
+spells a file name. The root may be local or remote (``gs://bucket/run``, ``ram://run``): the paths are joined with
+'/' either way, and ``darts_tf.io_utils`` reads and writes them. Which files a run has depends on its stage::
 
     run_config.json          the flags of the run (a resume with other flags is refused)      every stage
     training_state.npz       the whole training state, every epoch (darts_tf.checkpoint)      every stage
@@ -72,5 +73,10 @@ class RunFiles:
 
 
 def run_dir_of(path: str) -> str:
-    """The run directory of `path`: itself when it is a directory, else the directory holding the file."""
-    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    """The run directory of `path`: itself when it is a directory, else the directory holding the file (local or
+    remote, gs:// or ram://, alike)."""
+    from darts_tf import io_utils
+
+    if io_utils.isdir(path):
+        return path
+    return path.rstrip("/").rpartition("/")[0] if io_utils.is_remote(path) else os.path.dirname(os.path.abspath(path))

@@ -11,8 +11,14 @@ Output directory layout (``darts_tf.run_files.RunFiles`` names every file)::
     genotypes/epoch_NNN.json  the genotype after every epoch
     alphas.npz             final alphas by name                                                  finished search
     alpha_history.npz      [epochs, edges, ops] per name, after every epoch (what an unfinished search derives from)
-    metrics.json           per-epoch history (loss, val_loss, accuracies, lr) and the final values
-    tensorboard/           Keras scalars (train/, validation/) and architecture/ (alpha heatmaps, genotype text)
+    metrics.json           per-epoch history (loss, val_loss, accuracies, lr, the ``darts_tf.health`` keys) and the
+                           final values (those of the published epoch; ``early_stop``: which epoch and why)
+    tensorboard/           Keras scalars (train/, validation/), architecture/ (``darts_tf.summaries``' views) and
+                           hparams/ (the run's HParams session); every step is the 0-based epoch index
+
+With ``--early_stop`` (``darts_tf.early_stop``) a search that stops early publishes the genotype and alphas of the
+epoch its rule keeps (genotype.json, alphas.npz, metrics.json "final"); its checkpoint stays that of the last epoch,
+and a resume replays the rule on metrics.json's history (and does not train on).
 
 A run whose loss or alphas become NaN/inf stops at once (``guards.NonFiniteGuard``, ahead of every writer): the
 checkpoint of the epoch before is kept, and no genotype, alphas or metrics are written from the bad values.
@@ -31,8 +37,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from darts_tf import checkpoint
+from darts_tf import checkpoint, io_utils
 from darts_tf import genotypes as gt
+from darts_tf import health as hl
+from darts_tf import summaries
+from darts_tf.early_stop import EarlyStopConfig, EarlyStopping, StopDecision, first_stop
 from darts_tf.guards import SEARCH_RATE_FLAGS, FirstStepNotice, NonFiniteGuard, check_finite
 from darts_tf.io_utils import atomic_savez, check_output_dir, DamagedFileError, load_json, load_npz, write_json
 from darts_tf.run_files import RunFiles
@@ -43,15 +52,10 @@ _DIVERGED = (f"The search diverged; no genotype is derived from them. Run it aga
              f"{' or '.join(reversed(SEARCH_RATE_FLAGS))}.")
 
 
-def alpha_heatmap(weights: np.ndarray, cell: int = 8) -> np.ndarray:
-    """softmax(alpha) [edges, ops] as a [1, edges*cell, ops*cell, 1] image for TensorBoard (1 = white)."""
-    img = np.kron(np.asarray(weights, np.float32), np.ones((cell, cell), np.float32))
-    return img[None, :, :, None]
-
-
-def _softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+# The search flags that are the columns of its HParams session (tensorboard/hparams/): what tells seeds and modes apart
+HPARAM_KEYS = ("seed", "dataset", "arch_mode", "epochs", "learning_rate", "arch_learning_rate", "arch_weight_decay",
+               "skip_dropout", "max_skip_connects", "aux_skip_beta", "sdarts_epsilon", "beta_decay", "early_stop",
+               "hessian_eigenvalue")
 
 
 def _metrics_history(outputs: RunFiles) -> List[Dict[str, float]]:
@@ -65,37 +69,92 @@ def _metrics_history(outputs: RunFiles) -> List[Dict[str, float]]:
 
 
 class ArchitectureLogger(keras.callbacks.Callback):
-    """After every epoch: the derived genotype (JSON + TensorBoard text), the alphas (history file +
-    softmax heatmaps), and the epoch's metrics. The model must provide ``genotype()`` and ``alphas_numpy()``."""
+    """After every epoch: the derived genotype (JSON file), the alphas (history file), the epoch's metrics and the
+    architecture's health (``darts_tf.health``; with `eigenvalue`, the dominant Hessian eigenvalue too) into
+    metrics.json, and the TensorBoard views of ``darts_tf.summaries`` at Keras' step (the 0-based epoch index).
+    The model must provide ``genotype()`` and ``alphas_numpy()`` (and may name its ops in ``primitives``)."""
 
-    def __init__(self, outputs: RunFiles, lineage: Dict[str, Any], initial_epoch: int = 0):
+    def __init__(self, outputs: RunFiles, lineage: Dict[str, Any], initial_epoch: int = 0,
+                 eigenvalue: Optional[hl.HessianEigenvalue] = None):
         super().__init__()
         self.outputs, self.lineage = outputs, lineage
+        self.initial_epoch, self.eigenvalue = initial_epoch, eigenvalue
+        self.previous_genotype: Optional[gt.AnyGenotype] = None
         self.writer = tf.summary.create_file_writer(os.path.join(outputs.tensorboard, "architecture"))
         self.history: Dict[str, List[np.ndarray]] = {}
         self.metrics_history: List[Dict[str, float]] = []
-        if initial_epoch and os.path.isfile(outputs.alpha_history):
+        if initial_epoch and io_utils.isfile(outputs.alpha_history):
             data = load_npz(outputs.alpha_history, "alpha history", _RERUN)
             self.history = {k: list(v[:initial_epoch]) for k, v in data.items()}
-        if initial_epoch and os.path.isfile(outputs.metrics):
+        if initial_epoch and io_utils.isfile(outputs.metrics):
             self.metrics_history = _metrics_history(outputs)[:initial_epoch]
+
+    def on_train_begin(self, logs=None):
+        # the genotype changes of the first epoch are counted from the initial alphas' genotype
+        previous = self.outputs.epoch_genotype(self.initial_epoch) if self.initial_epoch else None
+        self.previous_genotype = (gt.load_genotype_file(previous) if previous and io_utils.isfile(previous)
+                                  else self.model.genotype())
+
+    def health(self, alphas, genotype) -> hl.ArchitectureHealth:
+        """The epoch's ``darts_tf.health`` values, with the eigenvalue (and its cost) when asked for."""
+        health = hl.architecture_health(alphas, genotype, self.previous_genotype)
+        if self.eigenvalue is not None:
+            found = self.eigenvalue()
+            finite = bool(np.isfinite(found.eigenvalue))
+            if not finite:
+                logging.warning("The dominant Hessian eigenvalue is not finite (%s); recorded as null.",
+                                found.eigenvalue)
+            health.scalars.update({"hessian_eigenvalue": float(found.eigenvalue) if finite else None,
+                                   "hessian_iterations": float(found.iterations),
+                                   "hessian_seconds": float(self.eigenvalue.last_seconds)})
+        return health
 
     def on_epoch_end(self, epoch, logs=None):
         genotype = self.model.genotype()
         alphas = self.model.alphas_numpy()
+        health = self.health(alphas, genotype)
+        self.previous_genotype = genotype
         gt.save_genotype(genotype, self.outputs.epoch_genotype(epoch + 1), {**self.lineage, "epoch": epoch + 1})
         for name, value in alphas.items():
             self.history.setdefault(name, []).append(value)
         atomic_savez(self.outputs.alpha_history, {k: np.stack(v) for k, v in self.history.items()})
-        self.metrics_history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        self.metrics_history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                                     **health.scalars})
         write_json(self.outputs.metrics, {"history": self.metrics_history})
-        with self.writer.as_default(step=epoch + 1):
-            for name, value in alphas.items():
-                tf.summary.image(f"softmax_{name}", alpha_heatmap(_softmax(value)))
-                tf.summary.histogram(name, value)
-            tf.summary.text("genotype", gt.genotype_to_json(genotype))
+        with self.writer.as_default():  # Keras' TensorBoard writes the epoch scalars at step `epoch` too
+            summaries.log_alphas(alphas, getattr(self.model, "primitives", None), health, epoch, f"epoch {epoch + 1}")
+            summaries.log_health({k: v for k, v in health.scalars.items() if v is not None}, epoch)
+            summaries.log_genotype(genotype, epoch)
         self.writer.flush()
         logging.info("epoch %d genotype: %s", epoch + 1, genotype)
+
+    def log_early_stop(self, decision: StopDecision) -> None:
+        with self.writer.as_default():
+            tf.summary.text("early_stop", f"Stopped after epoch {decision.stop_epoch} ({decision.rule}): "
+                                          f"{decision.reason}. Published: epoch {decision.kept_epoch}.",
+                            step=decision.stop_epoch - 1)
+        self.writer.flush()
+
+
+class EpochLearningRate(keras.callbacks.Callback):
+    """Sets the epoch logs' `lr` (TensorBoard's epoch_lr, metrics.json) to the weights' learning rate of the epoch,
+    read before its first step: the schedule's value for the epoch (CNN), the unscaled rate (RNN, whose steps scale
+    it by their window length). Keras' TensorBoard would log the rate after the epoch (the next epoch's) as well."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = self._lr
+
+
+class SearchTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard without its own `learning_rate` scalar (the optimizer's rate at the end of the epoch, i.e.
+    the next epoch's): the one learning-rate tag is epoch_lr, from ``EpochLearningRate``."""
+
+    def _collect_learning_rate(self, logs):
+        return logs
 
 
 class StopAfterEpochs(keras.callbacks.Callback):
@@ -116,7 +175,9 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
     """Fits a compiled `BilevelSearchModel` on a ``{'train', 'validation'}`` dataset factory.
 
     `dataset` is a function ``initial_epoch -> tf.data.Dataset`` covering epochs initial_epoch..epochs-1.
-    Writes the search files of ``RunFiles``; returns {'genotype', 'genotype_path', 'metrics', 'output_dir'}.
+    Writes the search files of ``RunFiles``; returns {'genotype', 'genotype_path', 'metrics', 'output_dir', 'alphas'}.
+    `config` (the run's flags) also gives the health and early-stopping settings: ``hessian_eigenvalue``,
+    ``hessian_iterations`` (``darts_tf.health``), ``early_stop`` and ``es_*`` (``EarlyStopConfig.from_flags``).
     """
     outputs = RunFiles(output_dir)
     check_output_dir(output_dir, checkpoint.state_size_bytes(model))
@@ -125,32 +186,74 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
     if resume and checkpoint.has_state(output_dir):
         initial_epoch = int(checkpoint.restore_state(output_dir, model)["epochs_done"])
         logging.info("Resuming search from %s after epoch %d", output_dir, initial_epoch)
-    lineage = {"stage": "search", "output_dir": os.path.abspath(output_dir),
+    lineage = {"stage": "search", "output_dir": io_utils.absolute(output_dir),
                **{k: config[k] for k in ("dataset", "seed", "arch_mode") if k in config}, "flags": config}
     start = time.time()
-    if initial_epoch < epochs:
-        logger = ArchitectureLogger(outputs, lineage, initial_epoch)
+    stopping = EarlyStopConfig.from_flags(config)
+    # a search stopped early before it was resumed stays stopped: its rule is replayed on the recorded history
+    restored = _metrics_history(outputs)[:initial_epoch] if initial_epoch and io_utils.isfile(outputs.metrics) else []
+    decision = first_stop(stopping, restored)
+    if initial_epoch < epochs and decision is None:
+        logger = ArchitectureLogger(outputs, lineage, initial_epoch, _eigenvalue_monitor(model, dataset, config,
+                                                                                       stopping))
+        stopper = [EarlyStopping(stopping, logger.metrics_history)] if stopping.enabled else []
         model.fit(dataset(initial_epoch), epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                   verbose=verbose, shuffle=False, callbacks=[  # the stream is shuffled; shuffle=True would warn
                       NonFiniteGuard(SEARCH_RATE_FLAGS, outputs.state),  # first: a bad epoch writes nothing
                       FirstStepNotice(),
-                      keras.callbacks.TensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
-                      logger, checkpoint.EpochCheckpoint(output_dir), *callbacks])
+                      EpochLearningRate(),  # ahead of TensorBoard: it sets the epoch's `lr`
+                      SearchTensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
+                      logger, checkpoint.EpochCheckpoint(output_dir), *stopper, *callbacks])
         history = logger.metrics_history
+        decision = stopper[0].decision if stopper else None
+        if decision is not None:
+            logger.log_early_stop(decision)
     else:
-        history = _metrics_history(outputs) if os.path.isfile(outputs.metrics) else []
+        history = restored if decision else _metrics_history(outputs) if io_utils.isfile(outputs.metrics) else []
     epochs_done = history[-1]["epoch"] if history else initial_epoch
-    alphas = model.alphas_numpy()
-    check_finite(alphas, f"The alphas of {output_dir} after epoch {epochs_done}", _DIVERGED)
-    genotype = model.genotype()
-    metrics = {"history": history, "final": history[-1] if history else {}, "epochs_done": epochs_done,
-               "wall_time_s": time.time() - start}
+    kept = decision.kept_epoch if decision else epochs_done
+    if decision:  # the kept epoch's alphas and the genotype derived from them then
+        alphas = {k: v[kept - 1] for k, v in load_npz(outputs.alpha_history, "alpha history", _RERUN + ".").items()}
+        genotype = gt.load_genotype_file(outputs.epoch_genotype(kept))
+    else:
+        alphas, genotype = model.alphas_numpy(), model.genotype()
+    check_finite(alphas, f"The alphas of {output_dir} after epoch {kept}", _DIVERGED)
+    final = next((h for h in history if h.get("epoch") == kept), history[-1] if history else {})
+    metrics = {"history": history, "final": final, "epochs_done": epochs_done, "wall_time_s": time.time() - start}
+    if stopping.enabled:
+        metrics["early_stop"] = {"rule": stopping.rule, "stopped": decision is not None,
+                                 **(decision.to_dict() if decision else {})}
     write_json(outputs.metrics, metrics)
-    if epochs_done >= epochs:  # only a finished search publishes its final alphas and genotype
+    if epochs_done >= epochs or decision:  # only a finished search publishes its alphas and genotype
         atomic_savez(outputs.alphas, alphas)
-        gt.save_genotype(genotype, outputs.genotype, {**lineage, "epoch": epochs_done})
+        gt.save_genotype(genotype, outputs.genotype, {**lineage, "epoch": kept,
+                                                      **({"early_stop": decision.to_dict()} if decision else {})})
+        _write_hparams(outputs, config, final, kept)
     return {"genotype": genotype, "genotype_path": outputs.genotype, "metrics": metrics, "output_dir": output_dir,
             "alphas": alphas}
+
+
+def _eigenvalue_monitor(model, dataset, config: Dict[str, Any],
+                        stopping: EarlyStopConfig) -> Optional[hl.HessianEigenvalue]:
+    """The dominant-eigenvalue probe when --hessian_eigenvalue (or robust_darts) asks for it: on the first validation
+    batch of the stream from epoch 0 (the same batch every epoch, and after a resume)."""
+    if not (config.get("hessian_eigenvalue") or stopping.needs_eigenvalue):
+        return None
+    batch = model._split(next(iter(dataset(0).take(1))))[1]
+    return hl.HessianEigenvalue(model, batch, iterations=int(config.get("hessian_iterations") or 20),
+                                seed=int(config.get("seed") or 0))
+
+
+def _write_hparams(outputs: RunFiles, config: Dict[str, Any], final: Dict[str, Any], kept: int) -> None:
+    """The search's HParams session (tensorboard/hparams/): `HPARAM_KEYS` of its flags -> the published epoch's
+    metrics (final/val_accuracy, final/val_loss, ...). Written once, when the search publishes its genotype."""
+    logdir = os.path.join(outputs.tensorboard, "hparams")
+    if io_utils.isdir(logdir):
+        return
+    names = ("val_accuracy", "val_loss", "accuracy", "loss")
+    summaries.write_hparams(logdir, {k: config[k] for k in HPARAM_KEYS if k in config},
+                            {**{f"final/{k}": final.get(k) for k in names if k in final}, "final/epoch": kept},
+                            step=max(kept - 1, 0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,20 +268,30 @@ class SearchAlphas:
     primitives: Optional[List[str]]  # the candidate ops of the search (None: the default space)
 
 
+def _published_epoch(files: RunFiles, epochs: Optional[int]) -> Optional[int]:
+    """The epoch whose alphas a finished search published (genotype.json's; an early-stopped search's is earlier
+    than its run's `epochs`)."""
+    try:
+        return gt.load_genotype_metadata(files.genotype).get("epoch", epochs) if io_utils.isfile(files.genotype) \
+            else epochs
+    except (OSError, ValueError, AttributeError):  # a damaged genotype.json: the alphas are what is read here
+        return epochs
+
+
 def load_search_alphas(search_dir: str) -> SearchAlphas:
     """The final alphas of a finished search (``alphas.npz``), else those after the last finished epoch of a stopped
     or killed one (the last row of ``alpha_history.npz``). Damaged files and non-finite alphas are refused."""
     files = RunFiles(search_dir)
     config: Dict[str, Any] = {}
-    if os.path.isfile(files.run_config):
+    if io_utils.isfile(files.run_config):
         config = load_json(files.run_config, "run config", f"restore a copy of {files.run_config}, or derive from "
                            f"{files.alphas} with --primitives given explicitly.")
     epochs = config.get("epochs")
     primitives = [p.strip() for p in config["primitives"].split(",") if p.strip()] if "primitives" in config else None
-    if os.path.isfile(files.alphas):
+    if io_utils.isfile(files.alphas):
         alphas = load_npz(files.alphas, "alpha file", f"run the search again, or restore a copy of {files.alphas}.")
-        found = SearchAlphas(alphas, True, epochs, epochs, files.alphas, primitives)
-    elif os.path.isfile(files.alpha_history):
+        found = SearchAlphas(alphas, True, _published_epoch(files, epochs), epochs, files.alphas, primitives)
+    elif io_utils.isfile(files.alpha_history):
         history = load_npz(files.alpha_history, "alpha history", _RERUN + ".")
         done = min((len(v) for v in history.values()), default=0)
         if not done:

@@ -97,11 +97,12 @@ class Task(abc.ABC):
         """The family's ``run_search`` on loaded `data`: {'genotype', 'alphas', 'metrics', ...}."""
 
     def search(self, dataset: Dataset, values: Optional[Dict[str, Any]], seed: int, output_dir: str,
-               stage: str = "search", verbose: Any = 2) -> SearchOutcome:
-        """One DARTS search on `dataset` with the settings `values`, written to `output_dir`."""
+               stage: str = "search", verbose: Any = 2, resume: bool = False) -> SearchOutcome:
+        """One DARTS search on `dataset` with the settings `values`, written to `output_dir`; with `resume`, a
+        checkpoint there (a retried pipeline stage's) is continued from its last finished epoch."""
         data = self.load_data(dataset)
         config = config_from_dict(self.search_config, values, stage, seed=seed, output_dir=output_dir,
-                                  dataset=dataset.name, resume=False, **self.search_data_settings(dataset))
+                                  dataset=dataset.name, resume=resume, **self.search_data_settings(dataset))
         extra = {"dataset_hash": dataset.dataset_hash}
         result = self.run_search(config, data, extra, verbose)
         flags = {k: v for k, v in {**config.to_dict(), **extra}.items() if k != "output_dir"}
@@ -117,13 +118,14 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def train(self, dataset: Dataset, genotype_path: str, values: Optional[Dict[str, Any]], run_dir: str,
-              stage: str = "evaluate") -> Dict[str, Any]:
+              stage: str = "evaluate", resume: bool = False) -> Dict[str, Any]:
         """Trains the genotype fully on `dataset` into `run_dir` (model.keras, tensorboard/, saved_model/, ...
-        in ``darts_tf.run_files``' layout) and returns its test metrics, with the dataset's name as 'dataset'."""
+        in ``darts_tf.run_files``' layout) and returns its test metrics, with the dataset's name as 'dataset'.
+        With `resume`, a checkpoint in `run_dir` is continued from its last finished epoch."""
 
     @abc.abstractmethod
     def transfer(self, dataset: Optional[Dataset], genotype_path: str, values: Optional[Dict[str, Any]],
-                 run_dir: str, stage: str = "transfer") -> Dict[str, Any]:
+                 run_dir: str, stage: str = "transfer", resume: bool = False) -> Dict[str, Any]:
         """Trains the genotype on another dataset (`dataset` when `transfer_reads_dataset`, else one the
         settings name), as `train`."""
 

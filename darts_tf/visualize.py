@@ -4,15 +4,22 @@ output in pale goldenrod, each edge labelled with its op.
 
     plot_genotype(CNN_GENOTYPES["DARTS_V2"], "pictures")  # pictures/normal.{dot,png,pdf}, reduction.*
     plot_genotype(RNN_GENOTYPES["DARTS_V2"], "pictures")  # pictures/recurrent.{dot,png,pdf}
+
+The search's TensorBoard views are drawn here too: ``alpha_heatmap_png`` (softmax(alpha), labelled, colour scaled
+to the data's range, with matplotlib), ``genotype_table`` (the cell as a per-node Markdown table) and
+``genotype_pngs`` (the digraphs above as PNG bytes).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
-import tempfile
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
+
+from darts_tf import io_utils
 from darts_tf.genotypes import AnyGenotype, Edge, Genotype, RecurrentGenotype, atomic_write_text
 
 SUPPORTED_FORMATS: Tuple[str, ...] = ("png", "pdf", "svg")
@@ -110,15 +117,15 @@ def check_formats(formats: Sequence[str]) -> Tuple[str, ...]:
 def plot_genotype(genotype: AnyGenotype, output_dir: str, formats: Sequence[str] = ("png", "pdf")) -> List[str]:
     """Draws each cell of `genotype` into `output_dir` as `<cell>.dot` plus one file per format.
 
-    Pictures are rendered into a temporary directory and moved into place, so a reader never sees
-    half a picture. Returns the written paths (the .dot sources first). Raises GraphvizNotFoundError
+    Pictures are rendered in memory and each written through a temporary file and a rename, so a reader never
+    sees half a picture; `output_dir` may be remote (gs://, ram://). Returns the written paths (the .dot sources first). Raises GraphvizNotFoundError
     with the install command when a picture format is asked for and `dot` is not installed.
     """
     formats = check_formats(formats)
     if formats and shutil.which("dot") is None:
         raise GraphvizNotFoundError(_INSTALL_HINT)
     graphs = genotype_digraphs(genotype)
-    os.makedirs(output_dir, exist_ok=True)
+    io_utils.makedirs(output_dir)  # local or remote (gs://, ram://): every file goes through io_utils
     written: List[str] = []
     for stem, graph in graphs.items():
         path = os.path.join(output_dir, f"{stem}.dot")
@@ -128,19 +135,94 @@ def plot_genotype(genotype: AnyGenotype, output_dir: str, formats: Sequence[str]
         return written
     import graphviz
 
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".render-") as tmp:
-        rendered = []
-        for stem, graph in graphs.items():
-            for fmt in formats:
-                try:
-                    out = graph.pipe(format=fmt)
-                except graphviz.ExecutableNotFound as e:
-                    raise GraphvizNotFoundError(_INSTALL_HINT) from e
-                tmp_path = os.path.join(tmp, f"{stem}.{fmt}")
-                with open(tmp_path, "wb") as f:
-                    f.write(out)
-                rendered.append((tmp_path, os.path.join(output_dir, f"{stem}.{fmt}")))
-        for tmp_path, path in rendered:
-            os.replace(tmp_path, path)
-            written.append(path)
+    rendered = []
+    for stem, graph in graphs.items():  # every picture rendered before any is written
+        for fmt in formats:
+            try:
+                rendered.append((os.path.join(output_dir, f"{stem}.{fmt}"), graph.pipe(format=fmt)))
+            except graphviz.ExecutableNotFound as e:
+                raise GraphvizNotFoundError(_INSTALL_HINT) from e
+    for path, picture in rendered:
+        io_utils.atomic_write_bytes(path, picture)
+        written.append(path)
     return written
+
+
+def genotype_pngs(genotype: AnyGenotype) -> Dict[str, bytes]:
+    """File stem -> PNG bytes of each cell's digraph (``genotype_digraphs``); GraphvizNotFoundError without `dot`."""
+    if shutil.which("dot") is None:
+        raise GraphvizNotFoundError(_INSTALL_HINT)
+    import graphviz
+
+    try:
+        return {stem: graph.pipe(format="png") for stem, graph in genotype_digraphs(genotype).items()}
+    except graphviz.ExecutableNotFound as e:
+        raise GraphvizNotFoundError(_INSTALL_HINT) from e
+
+
+def _state(state: int, recurrent: bool) -> str:
+    return f"n{state}" if recurrent or state >= 2 else ("c_{k-2}", "c_{k-1}")[state]
+
+
+def genotype_table(genotype: AnyGenotype) -> str:
+    """The genotype as Markdown: per cell, one row per node with its inputs and ops (states named as in
+    ``darts_tf.health``: c_{k-2}, c_{k-1}, n2, ... for a CNN cell; n0, n1, ... for a recurrent one)."""
+    if isinstance(genotype, RecurrentGenotype):
+        lines = ["**recurrent** (n0 = f(x_t, h_{t-1}))", "", "| node | input | op |", "|---|---|---|"]
+        lines += [f"| n{i + 1} | n{pred} | {op} |" for i, (op, pred) in enumerate(genotype.recurrent)]
+        return "\n".join(lines + ["", "h_t = mean(" + ", ".join(f"n{s}" for s in genotype.concat) + ")"])
+    if not isinstance(genotype, Genotype):
+        raise TypeError(f"genotype_table needs a Genotype or RecurrentGenotype. Received: {type(genotype).__name__}")
+    parts = []
+    for cell, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
+                                ("reduce", genotype.reduce, genotype.reduce_concat)):
+        lines = [f"**{cell}**", "", "| node | input 1 | op 1 | input 2 | op 2 |", "|---|---|---|---|---|"]
+        for node in range(len(edges) // 2):
+            (op1, in1), (op2, in2) = edges[2 * node], edges[2 * node + 1]
+            lines.append(f"| n{node + 2} | {_state(in1, False)} | {op1} | {_state(in2, False)} | {op2} |")
+        lines += ["", "c_{k} = concat(" + ", ".join(_state(s, False) for s in concat) + ")"]
+        parts.append("\n".join(lines))
+    legend = "States as in the genotype: n2, n3, ... are the nodes drawn 0, 1, ... in the cell pictures."
+    return "\n\n".join(parts + [legend])
+
+
+def alpha_heatmap_png(weights: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str = "",
+                      value_label: str = "softmax(alpha)") -> bytes:
+    """A heatmap of `weights` [edges, ops] as PNG bytes: rows named by edge, columns by op, each value printed in its
+    cell, the colours scaled to the data's min..max (so the few-percent differences that decide a genotype show)
+    with a colour bar. Needs matplotlib (drawn without pyplot: no global state, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (len(rows), len(columns)):
+        raise ValueError(f"weights must be [len(rows), len(columns)] = [{len(rows)}, {len(columns)}]. Received: "
+                         f"{weights.shape}")
+    low, high = float(weights.min()), float(weights.max())
+    if high - low < 1e-12:
+        high = low + 1e-12
+    fig = Figure(figsize=(2.4 + 0.95 * len(columns), 1.4 + 0.36 * len(rows)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(weights, cmap="viridis", vmin=low, vmax=high, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(columns)), labels=list(columns), rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), labels=list(rows), fontsize=8)
+    middle = (low + high) / 2
+    decimals = int(min(6, max(3, np.ceil(-np.log10(high - low)) + 1)))  # enough digits to tell the cells apart
+    for i in range(weights.shape[0]):
+        for j in range(weights.shape[1]):
+            ax.text(j, i, f"{weights[i, j]:.{decimals}f}", ha="center", va="center", fontsize=7,
+                    color="black" if weights[i, j] > middle else "white")
+    fig.colorbar(image, ax=ax, label=value_label, fraction=0.05, pad=0.02)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def matplotlib_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None

@@ -8,7 +8,9 @@
 Each stage runs as a subprocess of this Python (`kfp.local.SubprocessRunner(use_venv=False)`), so the
 installed darts_tf / components / pipelines packages are what runs. Finished stages are cached by kfp.local
 (keyed by the component, its parameters and its input artifacts; entries in ROOT/.kfp_cache): re-running the
-same command reuses them; `--no-cache` runs everything again. Every stage's settings are checked before any
+same command reuses them; `--no-cache` runs everything again. kfp.local also retries a failed stage as the preset's
+retry policy says (`cluster.STAGE.retry`), and a retried search, evaluate or transfer continues from its last finished
+epoch: its run directory is kept under ROOT/.state/<run id>/ until its artifact is published (`components.state`). Every stage's settings are checked before any
 stage runs (a bad one is one `error:` line, exit status 2); the resolved settings are written to
 ROOT/<pipeline>-config.json before the run.
 
@@ -31,9 +33,15 @@ import tempfile
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from pipelines import presets
+from . import presets
+
+if __package__ and __package__.startswith("darts_tf_pipelines."):  # installed (see setup.py)
+    from darts_tf_pipelines.components import failures as _failures
+else:  # the source tree
+    from components import failures as _failures
 
 CACHE_DIR = ".kfp_cache"
+STATE_DIR = ".state"  # the state root of local runs (ROOT/.state/<run id>/<task>: components.state)
 STAGE_FAILED_STATUS = 1  # a stage failed (valid settings); bad settings exit 2 before any stage runs
 _ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -57,11 +65,14 @@ class StageFailure(RuntimeError):
 def _failed_stages(root: str, records: List[Dict[str, Optional[str]]], kfp_message: str) -> List[tuple]:
     """(task, cause) per failure record, the task relative to its pipeline run directory; without records, the
     tasks kfp.local named (the innermost first in its message)."""
-    failed = []
+    last: Dict[str, Optional[str]] = {}  # a task retried by its retry policy fails once per attempt: its last cause
     for found in records:
         task_dir = found.get("task_dir") or ""
         relative = os.path.relpath(task_dir, root).split(os.sep)[1:] if task_dir.startswith(root + os.sep) else []
-        failed.append(("/".join(relative) or task_dir or "?", found.get("cause")))
+        task = "/".join(relative) or task_dir or "?"
+        last.pop(task, None)
+        last[task] = found.get("cause")
+    failed = list(last.items())
     if not failed:
         named = re.findall(r"'([^']+)'", _ANSI_CODE.sub("", kfp_message.split("Inner task failed:")[-1]))
         failed = [(named[0] if named else "?", None)]
@@ -90,7 +101,7 @@ def _plain_kfp_logs(enabled: bool) -> Iterator[None]:
 def _stage_failure_records() -> Iterator[str]:
     """A fresh directory that the stages launched inside the block record their failures in
     (components.failures), removed afterwards."""
-    from components.failures import STAGE_FAILURE_DIR_ENV
+    STAGE_FAILURE_DIR_ENV = _failures.STAGE_FAILURE_DIR_ENV
 
     directory, previous = tempfile.mkdtemp(prefix="darts-stage-failures-"), os.environ.get(STAGE_FAILURE_DIR_ENV)
     os.environ[STAGE_FAILURE_DIR_ENV] = directory
@@ -111,26 +122,30 @@ def run_pipeline(kind: str, root: str, config: Optional[presets.PipelineConfig] 
     a stage fails."""
     from kfp import local
 
-    from components.failures import read_records
-    from pipelines.dag import build_pipeline
+    from .dag import build_pipeline
 
     config = presets.validate_stages(config or presets.get_preset(kind, "smoke"))
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     params = presets.stage_params(config)
+    # kfp.local retries a failed task as a cluster would (the preset's retry policy): the long stages resume there
+    params[presets.STATE_ROOT] = config.cluster.state_root or os.path.join(root, STATE_DIR)
     with open(os.path.join(root, f"{kind}-config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=1, sort_keys=True, default=str)
     # The components name the cluster image; locally they run in this Python, which is the point here.
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning)
-    # The display names are for the Kubeflow UI; kfp.local warns, once per task, that it does not show them.
-    warnings.filterwarnings("ignore", message=r".*settings \['display_name'\] have no effect.*", category=UserWarning)
+    # The display names, resources and placement are for the cluster; kfp.local warns, once per task, that it ignores
+    # them (it does honour the retry policy).
+    warnings.filterwarnings("ignore", message=r".*settings \[.*\] have no effect in the current local runner.*",
+                            category=UserWarning)
+    warnings.filterwarnings("ignore", message=r".*is not used by the current local runner.*", category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=raise_on_error,
                enable_caching=cache, cache_root=os.path.join(root, CACHE_DIR))
     with _plain_kfp_logs(not sys.stdout.isatty()), _stage_failure_records() as records:
         try:
             build_pipeline(kind, config, caching=cache)(**params)
         except RuntimeError as e:
-            raise StageFailure(kind, _failed_stages(root, read_records(records), str(e)), str(e)) from e
+            raise StageFailure(kind, _failed_stages(root, _failures.read_records(records), str(e)), str(e)) from e
     return {"pipeline": kind, "root": root, "params": params}
 
 

@@ -183,3 +183,28 @@ def test_resuming_a_search_whose_run_config_is_garbled_exits_2_with_one_error_li
                       f"string starting at: line 1 column 13 (char 12)): restore a copy of it, or choose a new "
                       f"--output_dir (the checkpoint cannot be resumed without the flags it was written with)."], \
         proc.stderr[-3000:]
+
+
+def test_a_checkpoint_saves_and_restores_on_a_remote_filesystem():
+    """The training state on ram:// (TensorFlow's in-memory filesystem, standing in for gs://): written in one piece,
+    read back, epochs counted."""
+    import keras
+    import tensorflow as tf
+
+    from darts_tf import checkpoint as ckpt
+
+    directory = "ram://checkpoint-test/run"
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    ckpt.check_run_config(directory, {"lr": 1}, resume=False)
+    assert not ckpt.has_state(directory) and ckpt.saved_epochs(directory) == 0
+    ckpt.save_state(directory, model, 3)
+    assert ckpt.has_state(directory) and ckpt.saved_epochs(directory) == 3
+    saved = [v.numpy().copy() for v in model.variables]
+    for v in model.variables:
+        v.assign(tf.zeros_like(v))
+    assert ckpt.restore_state(directory, model)["epochs_done"] == 3
+    for v, want in zip(model.variables, saved):
+        np.testing.assert_array_equal(v.numpy(), want)
+    ckpt.check_run_config(directory, {"lr": 1}, resume=True)  # the same flags: accepted
+    tf.io.gfile.rmtree("ram://checkpoint-test")

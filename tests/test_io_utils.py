@@ -182,3 +182,100 @@ def test_a_damaged_npz_gives_one_error_naming_the_file_and_the_fix(tmp_path, how
     with pytest.raises(DamagedFileError, match=rf"^{path} is damaged \(truncated or not a darts_tf alpha file: \w+: .*"
                                                rf"\): run the search again\.$"):
         load_npz(path, "alpha file", "run the search again.")
+
+
+# ------------------------------------------------------------------------------ remote filesystems (tf.io.gfile)
+# TensorFlow's in-memory filesystem (ram://, one per process) stands in for gs://, s3://, hdfs://.
+
+
+@pytest.fixture
+def ram(request):
+    """A fresh ram:// directory, removed afterwards."""
+    import tensorflow as tf
+
+    root = f"ram://io-utils/{request.node.name}"
+    yield root
+    if tf.io.gfile.exists(root):
+        tf.io.gfile.rmtree(root)
+
+
+def test_paths_with_a_scheme_are_remote_and_file_urls_local():
+    assert io_utils.is_remote("gs://bucket/run") and io_utils.is_remote("ram://x") and io_utils.is_remote("s3://b/k")
+    assert not io_utils.is_remote("/tmp/run") and not io_utils.is_remote("runs/x") and not io_utils.is_remote("file:///t")
+    assert io_utils.absolute("gs://bucket/run") == "gs://bucket/run"
+
+
+def test_atomic_writes_json_and_npz_round_trip_on_a_remote_filesystem(ram):
+    atomic_write_text(f"{ram}/a/b.txt", "text")  # parents are created
+    write_json(f"{ram}/c.json", {"x": 1})
+    atomic_savez(f"{ram}/d.npz", {"x": np.arange(3)})
+    io_utils.atomic_write_bytes(f"{ram}/e.bin", b"\x00\x01")
+    assert io_utils.read_bytes(f"{ram}/a/b.txt") == b"text"
+    assert io_utils.load_json(f"{ram}/c.json", "test file", "fix") == {"x": 1}
+    np.testing.assert_array_equal(load_npz(f"{ram}/d.npz", "test file", "fix")["x"], np.arange(3))
+    assert io_utils.walk_files(ram) == ["a/b.txt", "c.json", "d.npz", "e.bin"]  # no temporary left behind
+    assert io_utils.isfile(f"{ram}/c.json") and io_utils.isdir(f"{ram}/a") and not io_utils.isfile(f"{ram}/a")
+    with pytest.raises(FileNotFoundError):
+        load_npz(f"{ram}/missing.npz", "test file", "fix")
+
+
+def test_a_damaged_remote_npz_is_one_clear_error(ram):
+    io_utils.atomic_write_bytes(f"{ram}/state.npz", b"PK\x03\x04 not really a zip")
+    with pytest.raises(DamagedFileError, match=r"state\.npz is damaged .*: restore it"):
+        load_npz(f"{ram}/state.npz", "checkpoint", "restore it")
+
+
+def test_publish_directory_on_a_remote_filesystem_copies_the_markers_last(ram, monkeypatch):
+    target = f"{ram}/artifact"
+    atomic_write_text(f"{target}/old.txt", "old")
+    order = []
+    original = io_utils._atomic_remote
+    monkeypatch.setattr(io_utils, "_atomic_remote",
+                        lambda path, mode, write: (order.append(path.rsplit("/", 1)[-1]), original(path, mode, write)))
+    with publish_directory(target, verify=lambda d: io_utils.isfile(f"{d}/artifact.json") or 1 / 0) as tmp:
+        write_json(f"{tmp}/artifact.json", {"type": "X"})
+        atomic_write_text(f"{tmp}/sub/deep.txt", "deep")
+        atomic_write_text(f"{tmp}/top.txt", "top")
+    assert io_utils.walk_files(target) == ["artifact.json", "sub/deep.txt", "top.txt"]  # replaced as a whole
+    published = [name for name in order if not name.startswith(".tmp-")]
+    assert published[-1] == "artifact.json" and published.index("deep.txt") < published.index("top.txt")
+    assert [n for n in io_utils.listdir(ram)] == ["artifact"]  # the temporary directory is gone
+
+
+def test_a_failed_remote_publish_leaves_the_previous_directory(ram):
+    target = f"{ram}/artifact"
+    atomic_write_text(f"{target}/kept.txt", "kept")
+    with pytest.raises(ZeroDivisionError):
+        with publish_directory(target, verify=lambda d: 1 / 0) as tmp:
+            atomic_write_text(f"{tmp}/new.txt", "new")
+    assert io_utils.walk_files(target) == ["kept.txt"] and io_utils.listdir(ram) == ["artifact"]
+
+
+def test_check_output_dir_on_a_remote_filesystem_refuses_only_a_file(ram):
+    check_output_dir(f"{ram}/new-run")  # nothing to check beyond this: no statvfs on an object store
+    atomic_write_text(f"{ram}/a-file", "x")
+    with pytest.raises(OutputLocationError, match="is a file, not a directory"):
+        check_output_dir(f"{ram}/a-file")
+
+
+def test_remove_temporaries_and_copy_tree_on_a_remote_filesystem(ram, tmp_path):
+    atomic_write_text(f"{ram}/run/.tmp-123-state.npz", "half")
+    atomic_write_text(f"{ram}/run/sub/.tmp-x/left.txt", "half")
+    atomic_write_text(f"{ram}/run/kept.json", "{}")
+    removed = io_utils.remove_temporaries(f"{ram}/run")
+    assert sorted(p.rsplit("/", 1)[-1] for p in removed) == [".tmp-123-state.npz", ".tmp-x"]
+    assert io_utils.walk_files(f"{ram}/run") == ["kept.json"]
+    assert io_utils.copy_tree(f"{ram}/run", str(tmp_path / "local")) == ["kept.json"]  # remote -> local
+    assert (tmp_path / "local" / "kept.json").read_text() == "{}"
+    io_utils.copy_tree(str(tmp_path / "local"), f"{ram}/back")  # local -> remote
+    assert io_utils.read_bytes(f"{ram}/back/kept.json") == b"{}"
+
+
+def test_keras_files_save_to_a_remote_filesystem_through_a_local_temporary(ram):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    io_utils.save_model_atomic(model, f"{ram}/m.keras")
+    io_utils.save_weights_atomic(model, f"{ram}/w.weights.h5")
+    assert io_utils.walk_files(ram) == ["m.keras", "w.weights.h5"]
+    assert keras.models.load_model(f"{ram}/m.keras").count_params() == model.count_params()

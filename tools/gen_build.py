@@ -73,7 +73,7 @@ def _read_scripts(root: str) -> Dict[str, str]:
         return {}
     with open(path, "rb") as f:
         scripts = tomllib.load(f).get("project", {}).get("scripts", {}) or {}
-    return {target.split(":")[0].strip(): name for name, target in scripts.items()}
+    return {_source_name(target.split(":")[0].strip()): name for name, target in scripts.items()}
 
 
 def _is_slow_mark(node: ast.AST) -> bool:
@@ -149,9 +149,18 @@ def collect_modules(root: str) -> Dict[str, Module]:
     return modules
 
 
+# setup.py installs components/ and pipelines/ under this namespace: `darts_tf_pipelines.components.x` is components/x.py
+INSTALLED_NAMESPACE = "darts_tf_pipelines."
+
+
+def _source_name(name: str) -> str:
+    """The source-tree dotted name of an import name (the installed `darts_tf_pipelines.` prefix dropped)."""
+    return name[len(INSTALLED_NAMESPACE):] if name.startswith(INSTALLED_NAMESPACE) else name
+
+
 def _resolve(name: str, modules: Dict[str, Module]) -> Optional[Module]:
     """The first-party module an import name refers to (longest matching prefix)."""
-    parts = name.split(".")
+    parts = _source_name(name).split(".")
     for i in range(len(parts), 0, -1):
         candidate = ".".join(parts[:i])
         if candidate in modules:

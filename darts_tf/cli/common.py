@@ -166,7 +166,9 @@ def start(main: Callable[[Any], Any], define_flags: Optional[Callable[[], None]]
 
 def write_result_json(path: str, result: Dict[str, Any]) -> None:
     """The --output_json file of the evaluation scripts."""
-    atomic_write_text(os.path.abspath(path), json.dumps(result, indent=1) + "\n")
+    from darts_tf.io_utils import absolute  # a remote path (gs://) stays as it is
+
+    atomic_write_text(absolute(path), json.dumps(result, indent=1) + "\n")
 
 
 def report_search(result: Dict[str, Any]) -> None:

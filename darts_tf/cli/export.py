@@ -37,12 +37,12 @@ def define_flags():
 
 
 def main(argv):
-    from darts_tf import run_files
+    from darts_tf import io_utils, run_files
     from darts_tf.cnn import evaluate, export
 
     def body():
         model_path = FLAGS.model
-        if os.path.isdir(model_path):
+        if io_utils.isdir(model_path):
             model_path = run_files.RunFiles(model_path).model
         info = evaluate.read_data_info(model_path)
         mean = [float(v) for v in FLAGS.mean] if FLAGS.mean else info.get("mean")
@@ -58,11 +58,11 @@ def main(argv):
                                          metadata={k: run_config[k] for k in ("genotype", "dataset") if k in run_config},
                                          image_shape=info.get("image_shape"), version=FLAGS.model_version,
                                          tflite=FLAGS.tflite, tflite_quantize=FLAGS.tflite_quantize)
-        print(f"SavedModel written to {path} (model base path for serving: {os.path.abspath(export_dir)})")
+        print(f"SavedModel written to {path} (model base path for serving: {io_utils.absolute(export_dir)})")
         tflite = os.path.join(path, export.TFLITE_FILE)
         if FLAGS.tflite or FLAGS.tflite_quantize:
             weights = "dynamic-range int8" if FLAGS.tflite_quantize else "float32"
-            print(f"TFLite model written to {tflite} ({os.path.getsize(tflite)} bytes, {weights} weights)")
+            print(f"TFLite model written to {tflite} ({io_utils.file_size(tflite)} bytes, {weights} weights)")
 
     common.run_main_without_args(argv, body)
 

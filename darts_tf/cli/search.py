@@ -2,15 +2,18 @@
 
     darts-search --output_dir runs/search --dataset cifar10 --arch_mode second_order_exact
     darts-search --output_dir runs/rs --random_search_samples 24      # the random-search baseline
+    darts-search --output_dir runs/robust --preset robust              # every collapse guard on (darts_tf.collapse)
 
 Writes the genotype after every epoch, the final genotype/alphas, alpha history, TensorBoard logs and a
 checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.run_files for the layout.
 """
 
+import dataclasses
+
 from absl import flags
 
 from darts_tf.cli import common
-from darts_tf.cnn.search import SearchConfig, run_search
+from darts_tf.cnn.search import SearchConfig, get_search_preset, run_search
 from darts_tf.search import run_random_search
 
 common.define_flags_from_dataclass(SearchConfig, {
@@ -23,6 +26,12 @@ common.define_flags_from_dataclass(SearchConfig, {
     "resume": "Continue the run in --output_dir from its last finished epoch.",
     "deterministic": "Enable TensorFlow op determinism (bitwise-reproducible on CPU).",
 })
+if "preset" not in flags.FLAGS:  # darts_tf.cli.rnn_train defines its own --preset (another script); a string flag,
+    # checked by get_search_preset, so the two scripts' modules can share a process (tests)
+    flags.DEFINE_string("preset", "darts", "Search settings preset: 'darts' (the paper's: no "
+                      "collapse guard) or 'robust' (every collapse guard on: skip dropout, skip_connect cap, DARTS- "
+                      "auxiliary skip, SDARTS-RS smoothing, beta-decay; docs/collapse_guards.md). Flags given on the "
+                      "command line override the preset's values.")
 if "random_search_samples" not in flags.FLAGS:  # darts_tf.cli.rnn_search defines the same flag
     flags.DEFINE_integer("random_search_samples", 0, "If > 0, run the random-search baseline instead: sample this many "
                          "genotypes uniformly from the same space.")
@@ -36,8 +45,17 @@ def main(argv):
             raise ValueError("--output_dir is required.")
         result = run_random_search(flags_.output_dir, "cnn", flags_.random_search_samples, flags_.seed)
     else:
-        result = run_search(common.config_from_flags(SearchConfig), verbose=common.fit_verbose())
+        result = run_search(config_from_flags(), verbose=common.fit_verbose())
     common.report_search(result)
+
+
+def config_from_flags() -> SearchConfig:
+    """The --preset's settings with the flags given on the command line."""
+    given = {f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(SearchConfig)
+             if f.name in flags.FLAGS and flags.FLAGS[f.name].present}
+    # --preset may be another script's flag when several scripts' modules share a process (tests): given or ours
+    preset = flags.FLAGS["preset"].value if flags.FLAGS["preset"].present else "darts"
+    return get_search_preset(preset, **given)
 
 
 def run():

@@ -4,13 +4,13 @@ validation split carved from train exactly as the training run carved it; unset 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional
 
 import keras
 
 from darts_tf.cnn.train import eval_arrays, is_streamed_dataset
 from darts_tf import run_files
+from darts_tf import io_utils
 from darts_tf.io_utils import load_json
 from darts_tf.data import images, imagenet
 from darts_tf.run_files import RunFiles, run_dir_of
@@ -18,7 +18,7 @@ from darts_tf.run_files import RunFiles, run_dir_of
 
 def _read_json_beside(model_path: str, name: str) -> Dict[str, Any]:
     path = RunFiles(run_dir_of(model_path)).path(name)
-    if os.path.isfile(path):
+    if io_utils.isfile(path):
         return load_json(path, name, f"restore a copy of {path} from the run, or delete it and pass the settings as flags.")
     return {}
 
@@ -34,13 +34,13 @@ def read_data_info(model_path: str) -> Dict[str, Any]:
 
 
 def _model_file(model_path: str) -> str:
-    return RunFiles(model_path).model if os.path.isdir(model_path) else model_path
+    return RunFiles(model_path).model if io_utils.isdir(model_path) else model_path
 
 
 def load_model(model_path: str) -> keras.Model:
     """A trained network from `model.keras` (or a run directory holding one), compiled for evaluation."""
     model_path = _model_file(model_path)
-    if not os.path.isfile(model_path):
+    if not io_utils.isfile(model_path):
         raise FileNotFoundError(f"Model file {model_path!r} does not exist; pass the model.keras written by darts-train "
                                 f"(or its output directory).")
     model = keras.models.load_model(model_path, compile=False)

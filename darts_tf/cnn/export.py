@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from darts_tf import export_common
+from darts_tf.io_utils import atomic_write_bytes
 from darts_tf import genotypes as gt
 
 SIGNATURE_KEY = "serving_default"
@@ -187,8 +188,7 @@ def export_saved_model(model: keras.Model, export_dir: str, mean: Sequence[float
     with export_common.publish_export(export_dir, version) as tmp:
         export_common.write_archive(archive, tmp)
         if flatbuffer is not None:
-            with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
-                f.write(flatbuffer)
+            atomic_write_bytes(os.path.join(tmp, TFLITE_FILE), flatbuffer)
         if hasattr(model, "genotype"):
             gt.save_genotype(model.genotype, os.path.join(tmp, GENOTYPE_FILE))
         export_common.write_metadata(tmp, info, metadata)

@@ -14,7 +14,9 @@ from absl import logging
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
+from darts_tf.collapse import GUARD_FLAG_METADATA, ROBUST, CollapseGuards, CollapseSchedule
 from darts_tf.data.augment import AUGMENT_FLAG_METADATA, IMAGE_SIZE_METADATA, default_augmentation
+from darts_tf.early_stop import check_monitor_flags, monitor_field
 from darts_tf.io_utils import check_output_dir
 from darts_tf.search import run_bilevel_search
 
@@ -51,6 +53,22 @@ class SearchConfig:
     arch_learning_rate: float = 3e-4
     arch_weight_decay: float = 1e-3
     grad_clip: float = 5.0
+    # collapse guards (darts_tf.collapse; all off: plain DARTS): guards_config(); the `robust` preset turns them on
+    skip_dropout: float = dataclasses.field(default=0.0, metadata=GUARD_FLAG_METADATA["skip_dropout"])
+    max_skip_connects: int = dataclasses.field(default=0, metadata=GUARD_FLAG_METADATA["max_skip_connects"])
+    aux_skip_beta: float = dataclasses.field(default=0.0, metadata=GUARD_FLAG_METADATA["aux_skip_beta"])
+    sdarts_epsilon: float = dataclasses.field(default=0.0, metadata=GUARD_FLAG_METADATA["sdarts_epsilon"])
+    beta_decay: float = dataclasses.field(default=0.0, metadata=GUARD_FLAG_METADATA["beta_decay"])
+    # architecture health and early stopping (darts_tf.health, darts_tf.early_stop: run_bilevel_search reads them)
+    hessian_eigenvalue: bool = monitor_field("hessian_eigenvalue")
+    hessian_iterations: int = monitor_field("hessian_iterations")
+    early_stop: str = monitor_field("early_stop")
+    es_max_skip_connects: int = monitor_field("es_max_skip_connects")
+    es_stable_epochs: int = monitor_field("es_stable_epochs")
+    es_ratio: float = monitor_field("es_ratio")
+    es_window: int = monitor_field("es_window")
+    es_lag: int = monitor_field("es_lag")
+    es_start_epoch: int = monitor_field("es_start_epoch")
     cutout: bool = False
     cutout_length: int = 16
     jit_compile: bool = False
@@ -62,6 +80,8 @@ class SearchConfig:
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
         self.bilevel_config()
+        self.guards_config()
+        check_monitor_flags(self.to_dict())
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "init_channels": self.init_channels,
                     "layers": self.layers}
         for name, value in positive.items():
@@ -97,6 +117,12 @@ class SearchConfig:
                              arch_weight_decay=self.arch_weight_decay, grad_clip=self.grad_clip,
                              exact_recompute=self.exact_recompute, exact_hvp=self.exact_hvp)
 
+    def guards_config(self) -> CollapseGuards:
+        """The search's collapse guards (validated by ``CollapseGuards``)."""
+        return CollapseGuards(skip_dropout=self.skip_dropout, max_skip_connects=self.max_skip_connects,
+                              aux_skip_beta=self.aux_skip_beta, sdarts_epsilon=self.sdarts_epsilon,
+                              beta_decay=self.beta_decay)
+
     @property
     def primitive_list(self):
         return [p.strip() for p in self.primitives.split(",") if p.strip()]
@@ -113,7 +139,7 @@ def build_search_model(config: SearchConfig, input_shape, num_classes: int, step
         keras.mixed_precision.set_global_policy("mixed_float16")
     model = build_cnn_search_network(input_shape, num_classes, C=config.init_channels, num_layers=config.layers,
                                      steps=config.nodes, multiplier=config.nodes, primitives=config.primitive_list,
-                                     bilevel=config.bilevel_config())
+                                     bilevel=config.bilevel_config(), guards=config.guards_config())
     return compile_search_model(model, config, steps_per_epoch)
 
 
@@ -157,5 +183,30 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     model = build_search_model(config, data.image_shape, data.num_classes, steps)
     logging.info("CNN search: %s, %d train images, %d steps/epoch, mode %s", data.name, len(data.train_images), steps,
                  config.arch_mode)
+    if model.guards.any_on:
+        callbacks = [CollapseSchedule(config.epochs), *callbacks]  # the guards' per-epoch values
     return run_bilevel_search(model, lambda e: stream(e)[0], steps, config.epochs, config.output_dir,
                               {**config.to_dict(), **(extra_flags or {})}, config.resume, callbacks, verbose)
+
+
+# Named search settings (``--preset`` of darts-search): `darts` is the paper's (every guard off, the default);
+# `robust` turns on every collapse guard of darts_tf.collapse with the values of collapse.ROBUST.
+SEARCH_PRESETS: Dict[str, SearchConfig] = {}
+
+
+def register_search_preset(name: str, config: SearchConfig) -> SearchConfig:
+    if name in SEARCH_PRESETS:
+        raise ValueError(f"Search preset {name!r} is already registered.")
+    SEARCH_PRESETS[name] = config
+    return config
+
+
+def get_search_preset(name: str, **overrides) -> SearchConfig:
+    """A fresh copy of a registered search preset, with some fields replaced (the flags given on the command line)."""
+    if name not in SEARCH_PRESETS:
+        raise ValueError(f"Unknown search preset {name!r}. Known presets: {', '.join(sorted(SEARCH_PRESETS))}.")
+    return dataclasses.replace(SEARCH_PRESETS[name], **overrides)
+
+
+register_search_preset("darts", SearchConfig())
+register_search_preset("robust", SearchConfig(**ROBUST))

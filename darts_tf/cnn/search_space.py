@@ -1,5 +1,9 @@
 """The continuous relaxation of the CNN search space (paper sect. 2.2, eq. 2): mixed ops, search cells
 and the supernet whose architecture variables alpha_normal / alpha_reduce are trained by the bilevel step.
+
+Two collapse guards (``darts_tf.collapse``) live in the mixed op: P-DARTS' dropout on the identity skip_connect
+candidate, and DARTS-' auxiliary skip connection beside the softmax; their per-epoch values come from the network's
+``guard_values``.
 """
 
 from __future__ import annotations
@@ -12,28 +16,41 @@ from keras import layers, ops
 
 from darts_tf import genotypes as gt
 from darts_tf.bilevel import BilevelConfig, BilevelSearchModel
-from darts_tf.cnn.ops import FactorizedReduce, ReLUConvBN, batch_norm, make_op
+from darts_tf.collapse import CollapseGuards
+from darts_tf.cnn.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, make_op
 from darts_tf.numerics import at_least_float32
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
 class MixedOp(layers.Layer):
-    """o_bar(x) = sum_o softmax(alpha)_o * o(x) over the primitives (eq. 2); BN affine off, pools followed by BN."""
+    """o_bar(x) = sum_o softmax(alpha)_o * o(x) over the primitives (eq. 2); BN affine off, pools followed by BN.
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str] = gt.CNN_PRIMITIVES, **kwargs):
+    Collapse guards (off by default): `skip_dropout` drops the identity skip_connect's output elementwise at the rate
+    given to ``call`` in training (P-DARTS: ``Identity`` candidates only, so a reduction edge's FactorizedReduce skip
+    is left alone; inverted dropout, a seeded stream); `aux_skip` adds beta * skip(x) outside the softmax (DARTS-:
+    the identity, or on a reduction edge its own FactorizedReduce, as DARTS-' code), with beta given to ``call``.
+    """
+
+    def __init__(self, C: int, stride: int, primitives: Sequence[str] = gt.CNN_PRIMITIVES, skip_dropout: bool = False,
+                 aux_skip: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.C, self.stride, self.primitives = C, stride, tuple(primitives)
+        self.skip_dropout, self.aux_skip = bool(skip_dropout), bool(aux_skip)
         self.candidates = []
         for name in self.primitives:
             op = make_op(name, C, stride, affine=False)
             if "pool" in name:
                 op = keras.Sequential([op, batch_norm(affine=False)])
             self.candidates.append(op)
+        self.drops_skip = self.skip_dropout and stride == 1 and "skip_connect" in self.primitives
+        self.dropout_seed = keras.random.SeedGenerator(name="skip_dropout_seed") if self.drops_skip else None
+        self.aux_op = (FactorizedReduce(C, 2, affine=False) if stride == 2 else Identity(C, 1, affine=False)) \
+            if self.aux_skip else None
 
     def build(self, input_shape):
         self.built = True  # candidates build on first call
 
-    def call(self, x, weights, training=False):
+    def call(self, x, weights, training=False, skip_dropout=None, aux_beta=None):
         out = None
         # one Unpack (gradient: one Pack) instead of a StridedSlice per candidate, whose gradients were
         # full-size StridedSliceGrads: ~3% of a second-order search step's op time
@@ -41,12 +58,25 @@ class MixedOp(layers.Layer):
         for i, (name, op) in enumerate(zip(self.primitives, self.candidates)):
             if name == "none":  # contributes exactly zero (and zero gradient to its alpha), so skip the work
                 continue
-            y = weights[i] * op(x, training=training)
+            y = op(x, training=training)
+            if name == "skip_connect" and self.drops_skip and training and skip_dropout is not None:
+                y = self.drop_skip(y, skip_dropout)
+            y = weights[i] * y
             out = y if out is None else out + y
+        if self.aux_op is not None and aux_beta is not None:
+            out = out + ops.cast(aux_beta, out.dtype) * self.aux_op(x, training=training)
         return out
 
+    def drop_skip(self, y, rate):
+        """Inverted dropout at `rate` (a tensor): each element kept with probability 1 - rate and scaled by
+        1 / (1 - rate); the mask from the op's seeded stream (``stateless_call`` evaluations of one step share it)."""
+        rate = ops.cast(rate, y.dtype)
+        keep = ops.cast(keras.random.uniform(ops.shape(y), dtype=y.dtype, seed=self.dropout_seed) >= rate, y.dtype)
+        return y * keep / (1.0 - rate)
+
     def get_config(self):
-        return {**super().get_config(), "C": self.C, "stride": self.stride, "primitives": list(self.primitives)}
+        return {**super().get_config(), "C": self.C, "stride": self.stride, "primitives": list(self.primitives),
+                "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip}
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
@@ -55,29 +85,33 @@ class SearchCell(layers.Layer):
     output = concat of the last `multiplier` nodes."""
 
     def __init__(self, C: int, reduction: bool, reduction_prev: bool, steps: int = gt.CNN_STEPS,
-                 multiplier: int = gt.CNN_STEPS, primitives: Sequence[str] = gt.CNN_PRIMITIVES, **kwargs):
+                 multiplier: int = gt.CNN_STEPS, primitives: Sequence[str] = gt.CNN_PRIMITIVES,
+                 skip_dropout: bool = False, aux_skip: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.C, self.reduction, self.reduction_prev = C, reduction, reduction_prev
         self.steps, self.multiplier, self.primitives = steps, multiplier, tuple(primitives)
+        self.skip_dropout, self.aux_skip = bool(skip_dropout), bool(aux_skip)
         self.preprocess0 = FactorizedReduce(C, 2, affine=False) if reduction_prev else ReLUConvBN(C, 1, affine=False)
         self.preprocess1 = ReLUConvBN(C, 1, affine=False)
         self.edges = []
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(C, stride, self.primitives))
+                self.edges.append(MixedOp(C, stride, self.primitives, skip_dropout, aux_skip))
 
     def build(self, *args, **kwargs):
         self.built = True  # children build on first call (their input shapes depend on the graph)
 
-    def call(self, s0, s1, weights, training=False):
+    def call(self, s0, s1, weights, training=False, skip_dropout=None, aux_beta=None):
+        """`skip_dropout` and `aux_beta`: the guards' values for every edge (``MixedOp``), None when off."""
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         weights = ops.unstack(weights, num=len(self.edges))  # per-edge rows without a StridedSlice(+Grad) each
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
-                y = self.edges[offset + j](h, weights[offset + j], training=training)
+                y = self.edges[offset + j](h, weights[offset + j], training=training, skip_dropout=skip_dropout,
+                                           aux_beta=aux_beta)
                 s = y if s is None else s + y
             offset += len(states)
             states.append(s)
@@ -85,7 +119,8 @@ class SearchCell(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "C": self.C, "reduction": self.reduction, "reduction_prev": self.reduction_prev,
-                "steps": self.steps, "multiplier": self.multiplier, "primitives": list(self.primitives)}
+                "steps": self.steps, "multiplier": self.multiplier, "primitives": list(self.primitives),
+                "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip}
 
 
 def reduction_layers(num_layers: int):
@@ -95,12 +130,13 @@ def reduction_layers(num_layers: int):
 
 class CNNSearchNetwork(BilevelSearchModel):
     """The DARTS supernet for image classification (8 cells, C=16 in the paper's search); `bilevel` is the search
-    step's settings (``BilevelSearchModel``)."""
+    step's settings (``BilevelSearchModel``), `guards` its collapse guards (``darts_tf.collapse``; the skip_connect
+    cap applies to ``genotype()``)."""
 
     def __init__(self, C: int = 16, num_classes: int = 10, num_layers: int = 8, steps: int = gt.CNN_STEPS,
                  multiplier: int = gt.CNN_STEPS, stem_multiplier: int = 3, primitives: Sequence[str] = gt.CNN_PRIMITIVES,
-                 bilevel: Optional[BilevelConfig] = None, **kwargs):
-        super().__init__(bilevel=bilevel, **kwargs)
+                 bilevel: Optional[BilevelConfig] = None, guards: Optional[CollapseGuards] = None, **kwargs):
+        super().__init__(bilevel=bilevel, guards=guards, **kwargs)
         if num_layers < 3:
             raise ValueError(f"The supernet needs at least 3 cells (reductions at 1/3 and 2/3). Received: num_layers={num_layers}")
         if C < 2 or C % 2:
@@ -117,7 +153,8 @@ class CNNSearchNetwork(BilevelSearchModel):
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(C_curr, reduction, reduction_prev, steps, multiplier, self.primitives,
-                                         name=f"cell_{i}"))
+                                         skip_dropout=bool(self.guards.skip_dropout),
+                                         aux_skip=bool(self.guards.aux_skip_beta), name=f"cell_{i}"))
             reduction_prev = reduction
         self.global_pooling = layers.GlobalAveragePooling2D()
         self.classifier = layers.Dense(num_classes, name="classifier")
@@ -134,15 +171,18 @@ class CNNSearchNetwork(BilevelSearchModel):
         w_normal = ops.softmax(self.alpha_normal, axis=-1)
         w_reduce = ops.softmax(self.alpha_reduce, axis=-1)
         s0 = s1 = self.stem(x, training=training)
+        guards = {"skip_dropout": self.guard_values.get("skip_dropout"),
+                  "aux_beta": self.guard_values.get("aux_skip_beta")}  # None where a guard is off
         for cell in self.cells:
             weights = w_reduce if cell.reduction else w_normal
-            s0, s1 = s1, cell(s0, s1, ops.cast(weights, s1.dtype), training=training)
+            s0, s1 = s1, cell(s0, s1, ops.cast(weights, s1.dtype), training=training, **guards)
         return at_least_float32(self.classifier(self.global_pooling(s1)))
 
     def genotype(self) -> gt.Genotype:
-        """The discrete cell the current alphas encode (top-2 per node)."""
+        """The discrete cell the current alphas encode (top-2 per node; at most ``guards.max_skip_connects``
+        skip_connects in the normal cell when that is set)."""
         return gt.derive_genotype(np.asarray(self.alpha_normal.numpy()), np.asarray(self.alpha_reduce.numpy()), k=2,
-                                  primitives=self.primitives)
+                                  primitives=self.primitives, max_skip_connects=self.guards.max_skip_connects)
 
     def alphas_numpy(self):
         return {"alpha_normal": np.asarray(self.alpha_normal.numpy()), "alpha_reduce": np.asarray(self.alpha_reduce.numpy())}

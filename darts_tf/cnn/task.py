@@ -64,21 +64,21 @@ class CNNTask(base.Task):
                 "validation_loss": metrics["validation_loss"], "params_M": metrics["params_M"],
                 "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"]}
 
-    def train(self, dataset, genotype_path, values, run_dir, stage="evaluate") -> Dict[str, Any]:
+    def train(self, dataset, genotype_path, values, run_dir, stage="evaluate", resume=False) -> Dict[str, Any]:
         """`darts_tf.cnn.train.train` on all of the ingested train arrays, reporting the test split, with the
         SavedModel export."""
         data = self.load_data(dataset)
         cfg = base.config_from_dict(cnn_train.TrainConfig, values, stage, genotype=genotype_path,
-                                     dataset=dataset.name, validation_portion=0.0, resume=False, export=True,
+                                     dataset=dataset.name, validation_portion=0.0, resume=resume, export=True,
                                      output_dir=run_dir)
         return dict(cnn_train.train(cfg, data=data))
 
-    def transfer(self, dataset, genotype_path, values, run_dir, stage="transfer") -> Dict[str, Any]:
+    def transfer(self, dataset, genotype_path, values, run_dir, stage="transfer", resume=False) -> Dict[str, Any]:
         """`darts_tf.cnn.train.train_imagenet` on the dataset the settings name (the mobile setting, A.2.3)."""
         if dataset is not None:
             raise ValueError(f"[stage '{stage}'] the cnn transfer reads the dataset its settings name (dataset=...), "
                              f"not an ingested Dataset artifact. Received: {dataset.path!r}")
-        cfg = base.config_from_dict(cnn_train.ImageNetConfig, values, stage, genotype=genotype_path, resume=False,
+        cfg = base.config_from_dict(cnn_train.ImageNetConfig, values, stage, genotype=genotype_path, resume=resume,
                                      output_dir=run_dir)
         return dict(cnn_train.train_imagenet(cfg))
 

@@ -26,6 +26,7 @@ from darts_tf import checkpoint
 from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
 from darts_tf.data.text import (SMOKE, Corpus, batchify, bptt_windows, check_max_vocab, describe_stats, load_corpus,
                                 lm_search_dataset)
+from darts_tf.early_stop import check_monitor_flags, monitor_field
 from darts_tf.genotypes import RNN_STEPS
 from darts_tf.io_utils import check_output_dir
 from darts_tf.rnn.search_space import RNNSearchNetwork
@@ -66,6 +67,16 @@ class SearchConfig:
     arch_beta_1: float = 0.9
     arch_beta_2: float = 0.999
     arch_weight_decay: float = 1e-3
+    # architecture health and early stopping (darts_tf.health, darts_tf.early_stop: run_bilevel_search reads them)
+    hessian_eigenvalue: bool = monitor_field("hessian_eigenvalue")
+    hessian_iterations: int = monitor_field("hessian_iterations")
+    early_stop: str = monitor_field("early_stop")
+    es_max_skip_connects: int = monitor_field("es_max_skip_connects")
+    es_stable_epochs: int = monitor_field("es_stable_epochs")
+    es_ratio: float = monitor_field("es_ratio")
+    es_window: int = monitor_field("es_window")
+    es_lag: int = monitor_field("es_lag")
+    es_start_epoch: int = monitor_field("es_start_epoch")
     seed: int = 3
     jit_compile: bool = False
     deterministic: bool = False
@@ -75,6 +86,7 @@ class SearchConfig:
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
         self.bilevel_config()
+        check_monitor_flags(self.to_dict())
         if self.dataset != SMOKE and not self.data_dir:
             raise ValueError(f"--data_dir is required for dataset {self.dataset!r}: a directory with train.txt, "
                              f"valid.txt and test.txt (PTB / WikiText-2 layout); or pass --dataset={SMOKE}.")

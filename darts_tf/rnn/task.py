@@ -108,25 +108,25 @@ class RNNTask(base.Task):
         return {"validation_perplexity": result.best_val_ppl, "validation_loss": result.best_val_loss,
                 "epochs": result.epochs_done, "wall_time_s": time.time() - start}
 
-    def train(self, dataset, genotype_path, values, run_dir, stage="evaluate") -> Dict[str, Any]:
+    def train(self, dataset, genotype_path, values, run_dir, stage="evaluate", resume=False) -> Dict[str, Any]:
         """`darts_tf.rnn.train.train` (train split; validation: valid) with the SavedModel export; test perplexity
         is that of the best validation weights."""
         self.check_data(dataset)
         cfg = base.config_from_dict(RNNEvalConfig, values, stage)
         train_cfg = preset_config(cfg.preset, cfg.overrides, stage, genotype=genotype_path)
         result = rnn_train.train(train_cfg, output_dir=run_dir, data_dir=dataset.corpus_dir, preset=cfg.preset,
-                                 export=True)
+                                 export=True, resume=resume)
         return {"dataset": dataset.name, "preset": cfg.preset, "valid_perplexity": result["valid_ppl"],
                 "test_perplexity": result["test_ppl"], "test_loss": math.log(result["test_ppl"]),
                 "epochs": result["epochs_done"], "vocab_size": result["vocab_size"], "params": result["params"],
                 "wall_time_s": result["wall_time_s"]}
 
-    def transfer(self, dataset, genotype_path, values, run_dir, stage="transfer") -> Dict[str, Any]:
+    def transfer(self, dataset, genotype_path, values, run_dir, stage="transfer", resume=False) -> Dict[str, Any]:
         """`train` on the other ingested corpus (the 'wikitext2' preset in the paper setting)."""
         if dataset is None:
             raise ValueError(f"[stage '{stage}'] the rnn transfer trains on another ingested corpus: pass its "
                              f"Dataset artifact (dataset=...).")
-        return self.train(dataset, genotype_path, values, run_dir, stage)
+        return self.train(dataset, genotype_path, values, run_dir, stage, resume)
 
     def load_predictor(self, export_dir: str) -> export.LanguageModelPredictor:
         return export.load_predictor(export_dir)

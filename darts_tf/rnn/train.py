@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -41,6 +40,7 @@ from darts_tf import genotypes as gt
 from darts_tf.bilevel import TRAIN
 from darts_tf.data.text import SMOKE, batchify, check_max_vocab, describe_stats, lm_dataset, load_corpus
 from darts_tf.guards import FirstStepNotice, NonFiniteGuard
+from darts_tf import io_utils
 from darts_tf.io_utils import check_output_dir, save_model_atomic, save_weights_atomic, write_json
 from darts_tf.rnn.evaluate import corpus_perplexities, evaluate_loss
 from darts_tf.rnn.networks import RNNModel
@@ -353,7 +353,7 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
     board = keras.callbacks.TensorBoard(outputs.tensorboard, write_graph=False)
     result = fit(model, corpus.train, corpus.valid, config, output_dir, resume=resume,
                  callbacks=[board, *callbacks], verbose=verbose)
-    if os.path.isfile(outputs.best_weights):
+    if io_utils.isfile(outputs.best_weights):  # local or remote (gs://, ram://)
         model.load_weights(outputs.best_weights)
     ppl = corpus_perplexities(model, corpus, config.eval_batch_size, config.test_batch_size, config.bptt)
     save_model_atomic(model, outputs.model)

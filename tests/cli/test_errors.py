@@ -71,3 +71,11 @@ def test_arguments_a_script_does_not_take_are_one_error_line_and_exit_2(tmp_path
     proc = run_script("darts_tf.cli.predict", f"--export_dir={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert error_lines(proc.stderr) == ["error: Pass one or more image files after the flags."]
+
+
+def test_an_unknown_search_preset_is_one_error_line_exit_2_and_no_output_dir(tmp_path):
+    out = tmp_path / "run"
+    proc = run_script("darts_tf.cli.search", "--preset=bogus", "--dataset=digits", f"--output_dir={out}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert error_lines(proc.stderr) == ["error: Unknown search preset 'bogus'. Known presets: darts, robust."]
+    assert not out.exists()

@@ -11,7 +11,9 @@ from tests.helpers import ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 with open(os.path.join(ROOT, "pyproject.toml"), "rb") as _f:
-    SCRIPTS = tomllib.load(_f)["project"]["scripts"]
+    ALL_SCRIPTS = tomllib.load(_f)["project"]["scripts"]
+SCRIPTS = {name: target for name, target in ALL_SCRIPTS.items() if target.startswith("darts_tf.cli.")}  # absl
+PIPELINE_SCRIPTS = sorted(set(ALL_SCRIPTS) - set(SCRIPTS))  # argparse
 
 # One flag of each script, looked for among the key flags that --help lists under the script's name.
 OWN_FLAG = {
@@ -51,3 +53,15 @@ def test_every_help_flag_exits_0(flag):
         [sys.executable, "-m", "darts_tf.cli.derive", flag], env=ENV, capture_output=True, text=True, timeout=300,
         cwd=ROOT)
     assert proc.returncode == 0 and "--search_dir" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_the_pipeline_scripts_are_the_two_pipeline_commands():
+    assert PIPELINE_SCRIPTS == ["darts-pipeline-compile", "darts-pipeline-run"]
+
+
+@pytest.mark.parametrize("name", PIPELINE_SCRIPTS)
+def test_the_pipeline_scripts_help_exits_0_and_lists_their_options(name):
+    module, attr = ALL_SCRIPTS[name].split(":")
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER.format(name=name, module=module, attr=attr), "--help"],
+                          env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0 and "--pipeline" in proc.stdout and "--set" in proc.stdout, proc.stderr[-2000:]

@@ -55,7 +55,7 @@ def test_bad_overrides_say_what_is_wrong(assignment, message):
 def test_stage_params_leave_out_stage_owned_and_none_settings():
     params = presets.stage_params(presets.get_preset("cnn", "smoke"))
     assert set(params) == {"seeds", "ingest_config", "search_config", "select_config", "evaluate_config",
-                           "transfer_config"}
+                           "transfer_config", "state_root"}  # the cluster settings are compile-time, not parameters
     assert "output_dir" not in params["search_config"] and "xi" not in params["search_config"]
     assert "genotype" not in params["evaluate_config"]
 
