@@ -149,14 +149,6 @@ class EpochLearningRate(keras.callbacks.Callback):
             logs["lr"] = self._lr
 
 
-class SearchTensorBoard(keras.callbacks.TensorBoard):
-    """Keras' TensorBoard without its own `learning_rate` scalar (the optimizer's rate at the end of the epoch, i.e.
-    the next epoch's): the one learning-rate tag is epoch_lr, from ``EpochLearningRate``."""
-
-    def _collect_learning_rate(self, logs):
-        return logs
-
-
 class StopAfterEpochs(keras.callbacks.Callback):
     """Stops training after `n` epochs of this call (used to simulate a killed run in tests)."""
 
@@ -202,7 +194,7 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
                       NonFiniteGuard(SEARCH_RATE_FLAGS, outputs.state),  # first: a bad epoch writes nothing
                       FirstStepNotice(),
                       EpochLearningRate(),  # ahead of TensorBoard: it sets the epoch's `lr`
-                      SearchTensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
+                      summaries.OneRateTensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
                       logger, checkpoint.EpochCheckpoint(output_dir), *stopper, *callbacks])
         history = logger.metrics_history
         decision = stopper[0].decision if stopper else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -130,3 +131,12 @@ def write_hparams(logdir: str, hparams: Mapping[str, Any], metrics: Mapping[str,
                 tf.summary.scalar(name, float(value), step=step)
     writer.flush()
     writer.close()
+
+
+class OneRateTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard without its own `learning_rate` scalar (the optimizer's rate at the end of the epoch, i.e.
+    the next epoch's): the one learning-rate tag is epoch_lr, the rate the epoch's steps used (the search's
+    ``EpochLearningRate``, the training's ``EpochScalars``)."""
+
+    def _collect_learning_rate(self, logs):
+        return logs

@@ -35,6 +35,7 @@ from darts_tf.data import images, imagenet
 from darts_tf.data.augment import AUGMENT_FLAG_METADATA, IMAGE_SIZE_METADATA, default_augmentation
 from darts_tf.cnn.networks import NetworkCIFAR, NetworkImageNet, count_parameters, set_drop_path_prob
 from darts_tf.schedules import EpochCosineDecay, EpochExponentialDecay
+from darts_tf.summaries import OneRateTensorBoard
 
 STRATEGIES = ("auto", "mirrored", "default")
 NETWORKS = ("auto", "cifar", "imagenet")
@@ -353,7 +354,7 @@ def _fit(spec: _RunSpec, model: keras.Model, meta: Dict[str, Any], callbacks) ->
                   validation_freq=max(cfg.eval_every, 1), verbose=cfg.verbose, shuffle=False,
                   callbacks=[NonFiniteGuard(state_path=files.state), FirstStepNotice(), DropPathSchedule(cfg.drop_path_prob, cfg.epochs),
                              scalars, checkpoint.EpochCheckpoint(cfg.output_dir, extra_fn=extra),
-                             keras.callbacks.TensorBoard(files.tensorboard, write_graph=False), *callbacks])
+                             OneRateTensorBoard(files.tensorboard, write_graph=False), *callbacks])
     return scalars
 
 

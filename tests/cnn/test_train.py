@@ -180,6 +180,7 @@ def test_darts_test_reports_the_accuracy_training_ended_with(tmp_path, capsys):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     assert {"epoch_loss", "epoch_accuracy", "epoch_lr", "epoch_drop_path_prob"} <= tags, tags
+    assert "epoch_learning_rate" not in tags, tags  # one learning-rate tag: the rate the epoch used
     with open(os.path.join(out, run_files.METRICS)) as f:
         metrics = json.load(f)
     assert metrics["eval_split"] == "validation" and "test_top1_accuracy" not in metrics
