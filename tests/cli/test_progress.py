@@ -37,7 +37,8 @@ def test_a_search_into_a_pipe_logs_its_phases_and_one_line_per_epoch(tmp_path, c
 
     code, out, err = run_main_in_process(search_cli.main, [
         "--verbosity=0", "--dataset=digits", "--layers=3", "--init_channels=4", "--batch_size=64", "--epochs=2",
-        f"--output_dir={tmp_path / 'run'}"], capsys)
+        "--nodes=2", "--primitives=none,max_pool_3x3,skip_connect,sep_conv_3x3", f"--output_dir={tmp_path / 'run'}"],
+        capsys)
     assert code == 0, err
     assert_in_order(absl_messages(caplog), [
         "Loading the dataset digits ...", "Building the search network (3 cells, C=4",
