@@ -18,6 +18,7 @@ from darts_tf.collapse import GUARD_FLAG_METADATA, ROBUST, CollapseGuards, Colla
 from darts_tf.data.augment import AUGMENT_FLAG_METADATA, IMAGE_SIZE_METADATA, default_augmentation
 from darts_tf.early_stop import check_monitor_flags, monitor_field
 from darts_tf.io_utils import check_output_dir
+from darts_tf.presets import Presets
 from darts_tf.search import run_bilevel_search
 
 
@@ -191,21 +192,9 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
 
 # Named search settings (``--preset`` of darts-search): `darts` is the paper's (every guard off, the default);
 # `robust` turns on every collapse guard of darts_tf.collapse with the values of collapse.ROBUST.
-SEARCH_PRESETS: Dict[str, SearchConfig] = {}
-
-
-def register_search_preset(name: str, config: SearchConfig) -> SearchConfig:
-    if name in SEARCH_PRESETS:
-        raise ValueError(f"Search preset {name!r} is already registered.")
-    SEARCH_PRESETS[name] = config
-    return config
-
-
-def get_search_preset(name: str, **overrides) -> SearchConfig:
-    """A fresh copy of a registered search preset, with some fields replaced (the flags given on the command line)."""
-    if name not in SEARCH_PRESETS:
-        raise ValueError(f"Unknown search preset {name!r}. Known presets: {', '.join(sorted(SEARCH_PRESETS))}.")
-    return dataclasses.replace(SEARCH_PRESETS[name], **overrides)
+SEARCH_PRESETS = Presets("search")
+register_search_preset = SEARCH_PRESETS.register
+get_search_preset = SEARCH_PRESETS.config  # the flags given on the command line replace the preset's values
 
 
 register_search_preset("darts", SearchConfig())

@@ -44,6 +44,7 @@ from darts_tf import io_utils
 from darts_tf.io_utils import check_output_dir, save_model_atomic, save_weights_atomic, write_json
 from darts_tf.rnn.evaluate import corpus_perplexities, evaluate_loss
 from darts_tf.rnn.networks import RNNModel
+from darts_tf.presets import Presets
 from darts_tf.run_files import RunFiles
 
 
@@ -84,21 +85,9 @@ class TrainConfig:
                              f"max_seq_len_delta={self.max_seq_len_delta}")
 
 
-RNN_PRESETS: Dict[str, TrainConfig] = {}
-
-
-def register_preset(name: str, config: TrainConfig) -> TrainConfig:
-    if name in RNN_PRESETS:
-        raise ValueError(f"RNN preset {name!r} is already registered.")
-    RNN_PRESETS[name] = config
-    return config
-
-
-def get_preset(name: str, **overrides) -> TrainConfig:
-    """A registered preset, optionally with some fields replaced."""
-    if name not in RNN_PRESETS:
-        raise ValueError(f"Unknown RNN preset {name!r}. Known presets: {', '.join(sorted(RNN_PRESETS))}.")
-    return dataclasses.replace(RNN_PRESETS[name], **overrides)
+RNN_PRESETS = Presets("RNN")
+register_preset = RNN_PRESETS.register
+get_preset = RNN_PRESETS.config
 
 
 register_preset("ptb", TrainConfig())
