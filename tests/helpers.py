@@ -39,3 +39,12 @@ def run_module(module, *args):
     proc = subprocess.run([sys.executable, "-m", module, *args], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def cosine(a, b) -> float:
+    """The cosine between two lists of arrays, each flattened and concatenated (gradient agreement)."""
+    import numpy as np
+
+    a = np.concatenate([np.ravel(x) for x in a])
+    b = np.concatenate([np.ravel(x) for x in b])
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -10,6 +10,8 @@ import tensorflow as tf
 from darts_tf.bilevel import ARCH_GRADIENTS, ARCH_MODES, BilevelConfig, BilevelSearchModel
 from darts_tf.cnn.search_space import build_cnn_search_network
 
+from tests.helpers import cosine
+
 
 class ToyBilevel(BilevelSearchModel):
     """Paper Figure 2: L_val = a*w - 2a + 1, L_train = w^2 - 2a*w + a^2 (optimum (w, a) = (1, 1))."""
@@ -84,24 +86,6 @@ def test_toy_problem_iterates_converge_as_in_figure_2():
         assert float(m.a.numpy()) == pytest.approx(target, abs=0.02), mode
 
 
-def _cos(a, b):
-    a = np.concatenate([np.ravel(x) for x in a])
-    b = np.concatenate([np.ravel(x) for x in b])
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-@pytest.fixture
-def float64():
-    policy = keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield "float64"
-    finally:
-        keras.config.set_floatx("float32")
-        keras.config.set_dtype_policy(policy)
-
-
 def _tiny_supernet_gradients(dtype, xi, fd_epsilon, seed=1):
     model = build_cnn_search_network((16, 16, 3), 10, C=4, num_layers=3, steps=2, multiplier=2,
                                      bilevel=BilevelConfig(fd_epsilon=fd_epsilon),
@@ -139,13 +123,13 @@ def test_exact_and_finite_difference_agree_on_a_tiny_supernet(float64, seed):
         assert all(np.isfinite(x).all() for x in g)
         assert sum(np.abs(x).sum() for x in g) > 0
     exact, fd, first = grads["second_order_exact"], grads["second_order_fd"], grads["first_order"]
-    cos_exact_fd = _cos(exact, fd)
-    cos_second = _cos([e - f for e, f in zip(exact, first)], [d - f for d, f in zip(fd, first)])
-    cos_first = _cos(exact, first)
+    cos_exact_fd = cosine(exact, fd)
+    cos_second = cosine([e - f for e, f in zip(exact, first)], [d - f for d, f in zip(fd, first)])
+    cos_first = cosine(exact, first)
     print(f"cosine(exact, fd) = {cos_exact_fd:.6f}; second-order parts {cos_second:.6f}; cosine(exact, first) = {cos_first:.4f}")
     assert cos_exact_fd > 0.999 and cos_second > 0.999
     assert cos_first < 0.9  # first order differs from both
-    assert _cos(fd, first) < 0.9
+    assert cosine(fd, first) < 0.9
     # no variable was changed by computing the unrolled gradients
     before = [np.asarray(v.numpy()) for v in model.trainable_variables]
     model.unrolled_alpha_gradient(train, val, mode="second_order_exact")
@@ -174,7 +158,7 @@ def test_exact_mode_equals_eq6_differentiated_end_to_end(float64, recompute):
     for e, n in zip(exact, nested):
         np.testing.assert_allclose(np.asarray(e), np.asarray(n), rtol=1e-9, atol=1e-12)
     first = model.unrolled_alpha_gradient(train, val, mode="first_order")[0]
-    assert _cos(exact, first) < 0.99  # the Hessian term is there
+    assert cosine(exact, first) < 0.99  # the Hessian term is there
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -203,7 +187,7 @@ def test_paper_settings_float32_gradients_are_finite_and_close():
     _, _, _, grads = _tiny_supernet_gradients("float32", xi=0.025, fd_epsilon=0.01)
     for g in grads.values():
         assert all(np.isfinite(x).all() for x in g)
-    assert _cos(grads["second_order_exact"], grads["second_order_fd"]) > 0.95
+    assert cosine(grads["second_order_exact"], grads["second_order_fd"]) > 0.95
 
 
 def test_bad_mode_and_compile_errors():

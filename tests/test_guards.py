@@ -21,7 +21,7 @@ from darts_tf.cnn.search import SEARCH_PRESETS, SearchConfig, get_search_preset
 from darts_tf.cnn.search_space import MixedOp, build_cnn_search_network
 from darts_tf.collapse import CollapseGuards, CollapseSchedule
 from darts_tf.io_utils import write_json
-from tests.helpers import ENV
+from tests.helpers import cosine, ENV
 
 SMALL_PRIMITIVES = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]
 
@@ -231,24 +231,6 @@ def test_sdarts_weight_step_sees_perturbed_alphas_and_leaves_alpha_unchanged():
 # ------------------------------------------------------------------------------------------------ all modes
 
 
-@pytest.fixture
-def float64():
-    policy = keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield "float64"
-    finally:
-        keras.config.set_floatx("float32")
-        keras.config.set_dtype_policy(policy)
-
-
-def _cos(a, b):
-    a = np.concatenate([np.ravel(x) for x in a])
-    b = np.concatenate([np.ravel(x) for x in b])
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 def test_exact_and_finite_difference_agree_with_the_guards_on(float64):
     """As tests/test_bilevel.py (float64, xi 0.5, fd_epsilon 1e-6; 8x8 images), with skip dropout (``stateless_call``:
     one mask for all the passes of a step), the DARTS- auxiliary skip, beta-decay and SDARTS on. Measured cosine
@@ -277,9 +259,9 @@ def test_exact_and_finite_difference_agree_with_the_guards_on(float64):
         model.unrolled_alpha_gradient(train, val, mode="first_order")[0])]
     exact, fd = grads["second_order_exact"], grads["second_order_fd"]
     assert all(np.isfinite(x).all() for x in exact + fd)
-    cos_second = _cos([e - f for e, f in zip(exact, first)], [d - f for d, f in zip(fd, first)])
-    print(f"cosine(exact, fd) = {_cos(exact, fd):.6f}; second-order parts {cos_second:.6f}")
-    assert _cos(exact, fd) > 0.999 and cos_second > 0.999
+    cos_second = cosine([e - f for e, f in zip(exact, first)], [d - f for d, f in zip(fd, first)])
+    print(f"cosine(exact, fd) = {cosine(exact, fd):.6f}; second-order parts {cos_second:.6f}")
+    assert cosine(exact, fd) > 0.999 and cos_second > 0.999
 
 
 # ------------------------------------------------------------------------------------------------ config, preset, CLI

@@ -118,18 +118,6 @@ def test_dominant_hessian_eigenvalue_of_a_quadratic_validation_loss():
     assert value == pytest.approx(3.0, rel=1e-4)
 
 
-@pytest.fixture
-def float64():
-    policy = keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield "float64"
-    finally:
-        keras.config.set_floatx("float32")
-        keras.config.set_dtype_policy(policy)
-
-
 def test_dominant_hessian_eigenvalue_of_a_tiny_supernet_matches_the_dense_hessian(float64):
     """Against eigvalsh of the float64 Hessian built column by column from Hessian-vector products on unit vectors,
     which is symmetric, and whose product with a random direction is the central difference of the gradient.
