@@ -39,7 +39,7 @@ HELP: Dict[str, str] = {
     "output_dir": "Run directory: checkpoint, model.keras, metrics.json, genotype.json, tensorboard/.",
     "resume": "Continue the run in output_dir from its last finished epoch.",
     "jit_compile": "Compile the train step with XLA.",
-    "strategy": "auto (MirroredStrategy when > 1 GPU), mirrored, or default.",
+    "strategy": "auto (MirroredStrategy when > 1 GPU), mirrored, multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), or default.",
     "export": "Also write a SavedModel (uint8 images or encoded image bytes -> probabilities and class names) to "
               "output_dir/saved_model/1 (the base path TF Serving and KServe read is output_dir/saved_model).",
     "eval_every": "Evaluate the held-out split every N epochs during training (0 = only at the end).",

@@ -23,9 +23,9 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 import keras
-import tensorflow as tf
 from absl import logging
 
+from darts_tf.distribute import STRATEGIES, make_strategy
 from darts_tf.guards import FirstStepNotice, NonFiniteGuard
 from darts_tf.io_utils import check_output_dir, save_model_atomic, write_json
 from darts_tf.run_files import RunFiles
@@ -37,7 +37,6 @@ from darts_tf.cnn.networks import NetworkCIFAR, NetworkImageNet, count_parameter
 from darts_tf.schedules import EpochCosineDecay, EpochExponentialDecay
 from darts_tf.summaries import OneRateTensorBoard
 
-STRATEGIES = ("auto", "mirrored", "default")
 NETWORKS = ("auto", "cifar", "imagenet")
 # Flags that may differ between a run and its resumption (they do not change what is computed).
 _RESUME_MAY_CHANGE = ("resume", "verbose", "export", "eval_every", "jit_compile", "strategy", "data_dir", "output_dir")
@@ -259,16 +258,6 @@ def _streamed_source(cfg: ImageNetConfig) -> _DataSource:
 
 # --------------------------------------------------------------------------------------
 # Callbacks and the shared run
-
-
-def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """'auto': MirroredStrategy when more than one GPU is visible, else the default strategy."""
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={name!r}")
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 class DropPathSchedule(keras.callbacks.Callback):

@@ -234,7 +234,7 @@ def test_genotype_json_failing_validation_names_the_field(tmp_path):
     (dict(validation_portion=1.0), r"validation_portion must be in \[0, 1\)"),
     (dict(validation_portion=-0.1), r"validation_portion must be in \[0, 1\)"),
     (dict(layers=2), "layers must be >= 3"),
-    (dict(strategy="tpu"), "strategy must be one of auto, mirrored, default"),
+    (dict(strategy="tpu"), "strategy must be one of auto, mirrored, multi_worker, default"),
     (dict(batch_size=1000, validation_portion=0.5), r"batch_size=1000 is larger than the training split .*718 examples"),
     (dict(cutout_length=16), "cutout_length=16 is not smaller than the 8x8 images"),
 ])
