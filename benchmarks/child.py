@@ -44,7 +44,8 @@ def _cnn_search_model(cfg: BenchConfig):
     config = SearchConfig(output_dir="unused", batch_size=cfg.batch_size, init_channels=cfg.channels,
                           layers=cfg.layers, nodes=cfg.nodes, arch_mode=cfg.arch_mode, jit_compile=cfg.jit_compile,
                           mixed_precision=cfg.mixed_precision, exact_recompute=cfg.exact_recompute,
-                          exact_hvp=cfg.exact_hvp)
+                          exact_hvp=cfg.exact_hvp, partial_channels=cfg.partial_channels,
+                          edge_normalization=cfg.edge_normalization)
     model = build_search_model(config, (cfg.image_size, cfg.image_size, 3), cfg.num_classes, steps)
     if cfg.data == "cached":
         ds = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()

@@ -1,7 +1,8 @@
 """The benchmark configurations: ``BenchConfig`` (one measured configuration, named by its fields), the grids
-``run.py`` runs (``full_grid`` for a GPU, ``cpu_grid`` for a 2-core CPU, ``quick_grid`` for a smoke run, all in
-``GRIDS``), ``select`` (a grid filtered by a regular expression), and the allowed values of the fields (MODELS,
-ARCH_MODES, DATA_KINDS, MALLOCS). Pure Python: importing it loads neither TensorFlow nor Keras.
+``run.py`` runs (``full_grid`` for a GPU, ``cpu_grid`` for a 2-core CPU, ``quick_grid`` for a smoke run,
+``gpu_grid`` and ``gpu_tiny_grid`` for ``benchmarks/gpu.sh``, all in ``GRIDS``), ``select`` (a grid filtered by
+a regular expression), and the allowed values of the fields (MODELS, ARCH_MODES, DATA_KINDS, MALLOCS). Pure
+Python: importing it loads neither TensorFlow nor Keras.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class BenchConfig:
     exact_hvp: str = "reverse"  # second_order_exact: "forward" = forward-over-reverse Hessian-vector product
     grappler_options: Optional[Dict[str, bool]] = None  # tf.config.optimizer.set_experimental_options, before tracing
     malloc: str = "system"  # the child's malloc (MALLOCS): "tcmalloc" or "jemalloc" are preloaded with LD_PRELOAD
+    partial_channels: int = 1  # cnn_search: PC-DARTS' K (1/K of each edge's channels through its mixed op)
+    edge_normalization: bool = False  # cnn_search: PC-DARTS' edge normalisation (betas)
     warmup: int = 1
     iters: int = 3
 
@@ -62,6 +65,16 @@ class BenchConfig:
                              f"Received: grappler_options={self.grappler_options!r}")
         if self.malloc not in MALLOCS:
             raise ValueError(f"malloc must be one of {', '.join(MALLOCS)}. Received: malloc={self.malloc!r}")
+        if isinstance(self.partial_channels, bool) or not isinstance(self.partial_channels, int) \
+                or self.partial_channels < 1:
+            raise ValueError(f"partial_channels must be an integer >= 1. Received: partial_channels={self.partial_channels!r}")
+        if (self.partial_channels != 1 or self.edge_normalization) and self.model != "cnn_search":
+            raise ValueError(f"partial_channels and edge_normalization are options of the cnn_search model. Received: "
+                             f"model={self.model!r}, partial_channels={self.partial_channels}, "
+                             f"edge_normalization={self.edge_normalization}")
+        if self.channels and self.channels % self.partial_channels:
+            raise ValueError(f"partial_channels must divide channels. Received: partial_channels={self.partial_channels}, "
+                             f"channels={self.channels}")
         if self.warmup < 1 or self.iters < 1:
             raise ValueError(f"warmup and iters must be >= 1 (warm-up includes the tracing call). "
                              f"Received: warmup={self.warmup}, iters={self.iters}")
@@ -70,11 +83,13 @@ class BenchConfig:
     def name(self) -> str:
         size = f"L{self.layers}C{self.channels}" if self.model.startswith("cnn") else f"U{self.units}V{self.vocab_size}"
         mode = [self.arch_mode] if self.arch_mode else []
+        pc = ([f"pc{self.partial_channels}"] if self.partial_channels != 1 else []) + \
+            (["edgenorm"] if self.edge_normalization else [])
         if self.arch_mode == "second_order_exact" and self.exact_hvp == "forward":
             mode = [self.arch_mode + "_fwdhvp"]
         elif self.arch_mode == "second_order_exact" and not self.exact_recompute:
             mode = [self.arch_mode + "_keeptape"]
-        parts = [self.model] + mode + [
+        parts = [self.model] + mode + pc + [
             f"{size}b{self.batch_size}", "xla" if self.jit_compile else "noxla",
             "mp16" if self.mixed_precision else "fp32", self.data]
         if self.grappler_options:
@@ -161,7 +176,47 @@ def quick_grid() -> List[BenchConfig]:
     return grid
 
 
-GRIDS = {"full": full_grid, "cpu": cpu_grid, "quick": quick_grid}
+def pc_grid() -> List[BenchConfig]:
+    """PC-DARTS against the plain supernet at the paper's search size (8 cells, C=16, first order, batch 64):
+    plain, partial channels K=2, 4, 8, and K=4 with edge normalisation; every one at batch 16 too, so that memory
+    per example is the slope (peak(64) - peak(16)) / 48, which cancels the fixed cost (runtime, graph, weights).
+    The key pairs (plain and K=4 at both batches) run first, then the other variants at batch 64, then at 16."""
+    key = [dict(), dict(partial_channels=4)]
+    others = [dict(partial_channels=2), dict(partial_channels=8), dict(partial_channels=4, edge_normalization=True)]
+    return ([_cnn_search("first_order", batch, iters=3, **kw) for kw in key for batch in (64, 16)]
+            + [_cnn_search("first_order", batch, iters=3, **kw) for batch in (64, 16) for kw in others])
+
+
+def gpu_grid() -> List[BenchConfig]:
+    """What ``benchmarks/gpu.sh`` measures on a GPU in about 8 minutes: the paper's CNN search at batch 64 in the
+    three modes, XLA off and on, fp32 and mixed precision, and the evaluation network (20 cells, C=36, batch 96).
+    GPU steps are short, so more timed steps than the CPU grids; the first call (tracing, Grappler, XLA) is CPU work
+    of minutes, which is why gpu.sh runs these in parallel lanes, longest first, and records what did not fit."""
+    grid = []
+    for jit, mp in ((False, False), (False, True), (True, False), (True, True)):
+        grid += [_cnn_search(mode, 64, jit_compile=jit, mixed_precision=mp, warmup=2, iters=5) for mode in
+                 ("second_order_exact", "second_order_fd", "first_order")]
+        grid.append(_cnn_eval(96, jit_compile=jit, mixed_precision=mp, warmup=2, iters=5))
+    return grid
+
+
+def gpu_tiny_grid() -> List[BenchConfig]:
+    """``gpu_grid``'s kinds of configuration at tiny sizes (3 cells, C=4, 1 node, 8x8 images, batch 8; the
+    evaluation network 3 cells, C=8, 16x16), for ``gpu.sh --tiny`` on a CPU in under 2 minutes: the three modes,
+    mixed precision (recorded as skipped without a GPU) and XLA (the evaluation network, which compiles in seconds).
+    Cheapest first: on 2 cores the second-order steps are what may not fit, and they are then recorded as such."""
+    tiny = dict(batch_size=8, layers=3, nodes=1, image_size=8, channels=4, warmup=1, iters=2)
+    keep = {("second_order_exact", False, False), ("second_order_fd", False, False), ("first_order", False, False),
+            ("first_order", False, True), (None, False, False), (None, True, False)}
+    cost = {"first_order": 0, None: 1, "second_order_fd": 2, "second_order_exact": 3}
+    grid = [dataclasses.replace(c, **(tiny if c.model == "cnn_search" else dict(tiny, nodes=None, image_size=16,
+                                                                                 channels=8)))
+            for c in gpu_grid() if (c.arch_mode, c.jit_compile, c.mixed_precision) in keep]
+    return sorted(grid, key=lambda c: cost[c.arch_mode])
+
+
+GRIDS = {"full": full_grid, "cpu": cpu_grid, "quick": quick_grid, "pc": pc_grid, "gpu": gpu_grid,
+         "gpu_tiny": gpu_tiny_grid}
 
 
 def select(grid: Iterable[BenchConfig], pattern: Optional[str]) -> List[BenchConfig]:

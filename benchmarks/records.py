@@ -95,7 +95,9 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
             "data": cfg.data, "shape": cfg.shape(),
             "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None,
             "exact_hvp": cfg.exact_hvp if cfg.arch_mode == "second_order_exact" else None,
-            "grappler_options": cfg.grappler_options, "malloc": cfg.malloc, "status": status, "reason": reason,
+            "grappler_options": cfg.grappler_options, "malloc": cfg.malloc,
+            "partial_channels": cfg.partial_channels, "edge_normalization": cfg.edge_normalization,
+            "status": status, "reason": reason,
             "warmup_iters": cfg.warmup, "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
             "examples_per_s": None, "tokens_per_s": None, "peak_host_mem_mb": None, "peak_swap_mb": None,
             "timed_major_faults": None, "timed_cpu_s": None, "peak_gpu_mem_mb": None,
@@ -118,6 +120,10 @@ def _mode_label(r: Dict[str, Any]) -> str:
         mode += " (grappler: " + ", ".join(f"{k}={v}" for k, v in sorted(r["grappler_options"].items())) + ")"
     if r.get("malloc", "system") != "system":
         mode += f" ({r['malloc']})"
+    if r.get("partial_channels", 1) != 1:
+        mode += f" (PC K={r['partial_channels']})"
+    if r.get("edge_normalization"):
+        mode += " (edge norm)"
     return mode
 
 

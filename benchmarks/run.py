@@ -49,8 +49,9 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small networks, few iterations, a subset of the grid (< 5 min on 2 CPU cores); "
                   "the same as --grid=quick.")
-flags.DEFINE_enum("grid", "full", ["full", "cpu", "quick"], "Which configurations: the full grid (for a GPU), its "
-                  "subset for a 2-core CPU in ~25 minutes, or the quick smoke set.")
+flags.DEFINE_enum("grid", "full", list(GRIDS), "Which configurations: the full grid (for a GPU), its "
+                  "subset for a 2-core CPU in ~25 minutes, the quick smoke set, or pc: PC-DARTS' partial channels and "
+                  "edge normalisation against the plain supernet (RESULTS.md).")
 flags.DEFINE_multi_string("config", [], "Run this configuration (BenchConfig fields as JSON) instead of a grid; "
                           "repeatable. E.g. --config='{\"model\": \"cnn_search\", \"batch_size\": 128, "
                           "\"arch_mode\": \"second_order_exact\", \"layers\": 3, \"channels\": 8, \"nodes\": 4, "

@@ -33,10 +33,13 @@ def derive_from_search(search: artifacts.SearchRunArtifact):
         check_finite(alphas, "its alphas", "The search diverged: no genotype is derived from them.")
     except NonFiniteError as e:
         raise artifacts.ArtifactError(STAGE, search.path, str(e)) from e
-    expected = common.task_of(search.kind, STAGE).alpha_names
-    if sorted(alphas) != sorted(expected):
+    task = common.task_of(search.kind, STAGE)
+    expected, optional = task.alpha_names, task.optional_alpha_names
+    extra = set(alphas) & set(optional)  # all of them or none (a PC-DARTS search's edge-normalisation betas)
+    if sorted(set(alphas) - extra) != sorted(expected) or extra not in (set(), set(optional)):
+        also = f" (and {', '.join(optional)} all together, or none of them)" if optional else ""
         raise artifacts.ArtifactError(STAGE, search.path, f"holds the alphas {', '.join(sorted(alphas)) or '(none)'}; "
-                                                          f"a {search.kind} search saves {', '.join(expected)}")
+                                                          f"a {search.kind} search saves {', '.join(expected)}{also}")
     # the search's own cap of skip_connects (a collapse guard, darts_tf.collapse), so its genotype is re-derived
     cap = (search.lineage.get("flags") or {}).get("max_skip_connects") or None
     return gt.derive_from_alphas(alphas, primitives=search.primitives, max_skip_connects=cap)

@@ -17,6 +17,15 @@ The collapse guards of ``darts_tf.collapse`` that act on the step (``CollapseGua
 line each: beta-DARTS adds lambda * grad_alpha L_beta to the architecture gradient (L_beta depends on alpha alone,
 so this is the same in all three modes), and SDARTS-RS runs the weight step at alpha + U(-eps, eps).
 
+Under a ``tf.distribute`` strategy (the model built and compiled in its scope; Keras' ``fit`` runs ``train_step`` on
+every replica with an equal share of the global batch) the step is the one-device step on the global batch: every
+gradient the step computes is the mean over the replicas of theirs (``numerics.replica_mean``: the inner gradient of
+the virtual step w', grad_w' L_val, grad_alpha, the Hessian terms of both second-order modes, the weight gradient
+before its clip), BatchNorm takes the global batch's statistics (``numerics.moments``), the logged losses are the
+global batch's, and each replica hands the optimizers 1/R of the global gradient (``optimizer_share``: Keras sums
+them). alpha, w and both optimisers' states are then the same on every replica after every step. The batch size is
+the global one and the learning rates are not rescaled (the run does not depend on the number of replicas).
+
 Weight decay is added to the gradient (PyTorch semantics, as the reference) rather than decoupled.
 Subclasses provide the network (``call``), ``arch_variables`` and how a batch becomes inputs and a loss.
 """
@@ -31,13 +40,36 @@ import tensorflow as tf
 
 from darts_tf import collapse
 from darts_tf.collapse import CollapseGuards
-from darts_tf.numerics import at_least_float32
+from darts_tf.numerics import at_least_float32, replica_mean, replicas_in_step
 from darts_tf.optim import apply_weight_step
 
 ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")  # the keys of ARCH_GRADIENTS
 TRAIN, VALIDATION = "train", "validation"
 EXACT_HVP_METHODS = ("reverse", "forward")
 ZERO = tf.UnconnectedGradients.ZERO
+
+
+def optimizer_share(replicas: Optional[int] = None) -> Optional[float]:
+    """1/R under a step of R > 1 replicas, else None: what each replica hands a Keras optimizer of a gradient that is
+    already the global one. Keras' TensorFlow optimizers all-reduce the replicas' gradients by their *sum*
+    (``_all_reduce_sum_gradients``); the search's gradients are global means before the optimizers see them (the
+    virtual step, the clip and the weight decay need the global gradient), so R shares of 1/R make them whole again."""
+    replicas = replicas_in_step() if replicas is None else replicas
+    return None if replicas == 1 else 1.0 / replicas
+
+
+def optimizer_shares(grads: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+    """``optimizer_share`` of each gradient (unchanged with one replica)."""
+    share = optimizer_share()
+    return list(grads) if share is None else [share * g for g in grads]
+
+
+def check_replica_batch(batch_size: int, replicas: int, flag: str = "batch_size") -> None:
+    """A distributed search splits the global batch into R equal shares (the step's means are then the global
+    batch's); raises a ValueError naming the fix when `batch_size` is not a multiple of `replicas`."""
+    if replicas > 1 and batch_size % replicas:
+        raise ValueError(f"--{flag} must be a multiple of the strategy's {replicas} replicas (it is the global batch, "
+                         f"split into equal shares). Received: {flag}={batch_size}")
 
 # absl flag metadata of the search configs' bilevel fields (``darts_tf.cli.common`` makes an enum flag of `choices`)
 FLAG_METADATA = {
@@ -240,7 +272,7 @@ class BilevelSearchModel(keras.Model):
         with tf.GradientTape() as inner:
             inner.watch(weights)
             train_loss, _ = self.loss_at(weights, arch, train_batch, TRAIN)
-        g = inner.gradient(train_loss, weights, unconnected_gradients=ZERO)
+        g = replica_mean(inner.gradient(train_loss, weights, unconnected_gradients=ZERO))  # the global batch's
         clip = self.unrolled_clip_coefficient(g)
         return self.unrolled_weights(weights, [clip * x for x in g], tf.cast(xi, weights[0].dtype)), clip
 
@@ -281,7 +313,7 @@ class BilevelSearchModel(keras.Model):
         self.update_stream_state(val_outputs, VALIDATION)
         alpha_grads = [g + self.bilevel.arch_weight_decay * a for g, a in zip(alpha_grads, self.arch_variables)]
         alpha_grads = self.add_beta_decay_gradient(alpha_grads)
-        self.arch_optimizer.apply(alpha_grads, self.arch_variables)
+        self.arch_optimizer.apply(optimizer_shares(alpha_grads), self.arch_variables)
 
         # ---- weight step, on the train batch: w <- optimizer(clip(grad_w L_train) + wd * w); with SDARTS-RS at
         # alpha + U(-eps, eps), alpha restored after it
@@ -290,8 +322,9 @@ class BilevelSearchModel(keras.Model):
             with tf.GradientTape() as tape:
                 loss, outputs = self.search_pass(train_batch, TRAIN)
             lr = self.current_learning_rate()  # the step's, before apply() moves the schedule on
-            apply_weight_step(self.optimizer, tape.gradient(loss, weights), weights, self.bilevel.grad_clip,
-                              self.bilevel.weight_decay)
+            grads = replica_mean(tape.gradient(loss, weights, unconnected_gradients=ZERO))  # the global batch's
+            apply_weight_step(self.optimizer, grads, weights, self.bilevel.grad_clip, self.bilevel.weight_decay,
+                              scale=optimizer_share())
         self.update_stream_state(outputs, TRAIN)
 
         self._track(train_batch, outputs, loss, val_batch, val_outputs, val_loss)
@@ -309,21 +342,25 @@ class BilevelSearchModel(keras.Model):
         return [g + tf.cast(lam, g.dtype) * r for g, r in zip(alpha_grads, regulariser)]
 
     def _track(self, train_batch, outputs, loss, val_batch, val_outputs, val_loss):
-        self.loss_tracker.update_state(loss)
-        self.val_loss_tracker.update_state(val_loss)
+        """The step's losses and accuracies, the global batch's (``replica_mean``), into the trackers."""
         acc = self.search_accuracy(train_batch, outputs)
+        values = [loss, val_loss] + ([] if acc is None else [acc, self.search_accuracy(val_batch, val_outputs)])
+        values = replica_mean(values)
+        self.loss_tracker.update_state(values[0])
+        self.val_loss_tracker.update_state(values[1])
         if acc is not None:
-            self.acc_tracker.update_state(acc)
-            self.val_acc_tracker.update_state(self.search_accuracy(val_batch, val_outputs))
+            self.acc_tracker.update_state(values[2])
+            self.val_acc_tracker.update_state(values[3])
 
     def test_step(self, data):
         batch = data[VALIDATION] if isinstance(data, dict) else data
         outputs = self(self.search_inputs(batch, VALIDATION), training=False)
-        loss = self.search_loss(batch, outputs, VALIDATION)
-        self.loss_tracker.update_state(loss)
+        values = [self.search_loss(batch, outputs, VALIDATION)]
         acc = self.search_accuracy(batch, outputs)
+        values = replica_mean(values + ([] if acc is None else [acc]))
+        self.loss_tracker.update_state(values[0])
         if acc is not None:
-            self.acc_tracker.update_state(acc)
+            self.acc_tracker.update_state(values[1])
         logs = {"loss": self.loss_tracker.result()}
         if self.reports_accuracy:
             logs["accuracy"] = self.acc_tracker.result()
@@ -342,7 +379,7 @@ def first_order_gradient(model, train_batch, val_batch, xi=None):
     with tf.GradientTape() as tape:
         tape.watch(arch)
         loss, outputs = model.search_pass(val_batch, VALIDATION)
-    return tape.gradient(loss, arch, unconnected_gradients=ZERO), loss, outputs
+    return replica_mean(tape.gradient(loss, arch, unconnected_gradients=ZERO)), loss, outputs
 
 
 class Unrolled(NamedTuple):
@@ -380,7 +417,7 @@ def unroll(model, train_batch, val_batch, xi=None, record_alpha: bool = False) -
         tape.watch(w_prime_values)
         tape.watch(arch)
         loss, outputs = model.loss_at(w_prime_values, arch, val_batch, VALIDATION)
-    d_all = tape.gradient(loss, w_prime_values + list(arch), unconnected_gradients=ZERO)
+    d_all = replica_mean(tape.gradient(loss, w_prime_values + list(arch), unconnected_gradients=ZERO))
     return Unrolled(weights, arch, xi, clip, w_prime, step_tape, d_all[: len(w_prime)], d_all[len(w_prime):], loss,
                     outputs)
 
@@ -417,7 +454,8 @@ def exact_variant(config: BilevelConfig):
 def exact_by_kept_tape(model, u: Unrolled, train_batch) -> List[tf.Tensor]:
     """grad_alpha L_val + (dw'/dalpha)^T grad_w' L_val through the virtual step that ``unroll`` recorded (reverse over
     reverse); the validation pass stays out of the second-order graph."""
-    through_w = u.step_tape.gradient(u.w_prime, u.arch, output_gradients=u.d_w, unconnected_gradients=ZERO)
+    through_w = replica_mean(u.step_tape.gradient(u.w_prime, u.arch, output_gradients=u.d_w,
+                                                  unconnected_gradients=ZERO))
     return [da + dt for da, dt in zip(u.d_alpha, through_w)]
 
 
@@ -428,14 +466,19 @@ def exact_by_recompute(model, u: Unrolled, train_batch) -> List[tf.Tensor]:
     with tf.GradientTape() as tape:
         tape.watch(u.arch)
         w_prime, _ = model.virtual_step(weights, u.arch, train_batch, u.xi)
-    through_w = tape.gradient(w_prime, u.arch, output_gradients=u.d_w, unconnected_gradients=ZERO)
+    through_w = replica_mean(tape.gradient(w_prime, u.arch, output_gradients=u.d_w, unconnected_gradients=ZERO))
     return [da + dt for da, dt in zip(u.d_alpha, through_w)]
 
 
 def exact_by_forward_over_reverse(model, u: Unrolled, train_batch) -> List[tf.Tensor]:
     """grad_alpha L_val - xi * c * grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val, the Hessian-vector product by
     ``alpha_hessian_vector_product``."""
-    hvp = model.alpha_hessian_vector_product(_after_validation_pass(u), u.arch, train_batch, u.d_w)
+    if replicas_in_step() > 1:
+        raise ValueError(f"exact_hvp='forward' is not available under a distribution strategy of "
+                         f"{replicas_in_step()} replicas: TensorFlow's forward-mode autodiff does not go through the "
+                         f"replicas' all-reduces (synchronised BatchNorm) correctly. Use exact_hvp='reverse' (the "
+                         f"default) or --strategy=default.")
+    hvp = replica_mean(model.alpha_hessian_vector_product(_after_validation_pass(u), u.arch, train_batch, u.d_w))
     return [da - tf.cast(u.xi, da.dtype) * tf.cast(u.clip, da.dtype) * h for da, h in zip(u.d_alpha, hvp)]
 
 
@@ -459,7 +502,7 @@ def finite_difference_gradient(model, train_batch, val_batch, xi=None):
 
     def train_alpha_gradient_at(sign):  # at w+ (sign 1) or w- (sign -1)
         shifted = [w + sign * tf.cast(eps, w.dtype) * d for w, d in zip(u.weights, u.d_w)]
-        return train_alpha_gradient(model, shifted, u.arch, train_batch)
+        return replica_mean(train_alpha_gradient(model, shifted, u.arch, train_batch))
 
     g_plus = train_alpha_gradient_at(1.0)
     with tf.control_dependencies(g_plus):  # one after the other: two passes at once would double the peak memory

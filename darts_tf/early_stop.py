@@ -136,7 +136,7 @@ def darts_plus_decision(history: Sequence[Mapping[str, Any]], max_skip_connects:
     if not history:
         return None
     last, epoch = history[-1], _epoch(history, -1)
-    skips = last.get("skip_connects/normal")
+    skips = last.get("skip_connects/normal", last.get("skip_connects/cell"))  # DARTS' normal cell, NAS-Bench-201's
     if skips is not None and skips >= max_skip_connects:
         kept = _epoch(history, -2) if len(history) > 1 else epoch
         note = "" if len(history) > 1 else " (no earlier epoch: the first is kept)"

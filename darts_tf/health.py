@@ -1,7 +1,8 @@
 """The health of an architecture search, epoch by epoch: what DARTS+ (Liang et al. 2019) and RobustDARTS (Zela et al.
 2020) watch to tell a search that is converging from one that is collapsing into skip-connections.
 
-Per cell type (CNN ``normal`` / ``reduce``, RNN ``recurrent``), from the alphas and the genotype they derive:
+Per cell type (CNN ``normal`` / ``reduce``, RNN ``recurrent``, NAS-Bench-201 ``cell``), from the alphas and the
+genotype they derive:
 
 * ``skip_connects/<cell>``: the parameter-free shortcuts in the derived cell ('skip_connect'; the recurrent space's
   'identity');
@@ -38,7 +39,11 @@ from darts_tf import genotypes as gt
 from darts_tf.bilevel import VALIDATION, ZERO
 
 SKIP_OPS = ("skip_connect", "identity")  # the parameter-free shortcut of the CNN and of the recurrent space
-CELLS = {"alpha_normal": "normal", "alpha_reduce": "reduce"}  # any other (single) alpha is the recurrent cell
+# the cell type of each alpha; any other (single) alpha is the recurrent cell. NAS-Bench-201's one alpha is 'cell'.
+CELLS = {"alpha_normal": "normal", "alpha_reduce": "reduce", gt.NB201_ALPHA: "cell"}
+# NAS-Bench-201's cell laid out as the health views need it: node 0 is the input, every edge kept (so a genotype
+# change is counted per edge)
+_NB201_LAYOUT = gt._EdgeSpace(num_inputs=1, edges_per_node=1, ops=gt.NB201_PRIMITIVES)
 
 # absl flag metadata of the search configs' health fields (``darts_tf.cli.common.define_flags_from_dataclass``)
 HEALTH_FLAG_METADATA = {
@@ -52,13 +57,19 @@ HEALTH_FLAG_METADATA = {
 }
 
 
+def op_alphas(alphas: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The alphas over candidate ops of `alphas` (as ``alphas_numpy()``): without the edge weights of PC-DARTS' edge
+    normalisation (``genotypes.EDGE_BETA_NAMES``), which weigh whole edges, not ops."""
+    return {k: v for k, v in alphas.items() if k not in gt.EDGE_BETA_NAMES}
+
+
 def cell_of(alpha_name: str) -> str:
     """The cell type an alpha belongs to: 'normal', 'reduce' or 'recurrent'."""
     return CELLS.get(alpha_name, "recurrent")
 
 
 def _space(cell: str):
-    return gt.RNN_SPACE if cell == "recurrent" else gt.CNN_SPACE
+    return {"recurrent": gt.RNN_SPACE, "cell": _NB201_LAYOUT}.get(cell, gt.CNN_SPACE)
 
 
 def steps_of(num_edges: int, cell: str) -> int:
@@ -73,8 +84,9 @@ def steps_of(num_edges: int, cell: str) -> int:
 
 
 def state_name(state: int, cell: str) -> str:
-    """A state of a cell by its index in the genotype: c_{k-2}, c_{k-1}, n2, ... (CNN); n0, n1, ... (RNN)."""
-    if cell != "recurrent" and state < 2:
+    """A state of a cell by its index in the genotype: c_{k-2}, c_{k-1}, n2, ... (CNN); n0, n1, ... (RNN, and
+    NAS-Bench-201's cell, whose n0 is the cell input)."""
+    if cell in ("normal", "reduce") and state < 2:
         return ("c_{k-2}", "c_{k-1}")[state]
     return f"n{state}"
 
@@ -106,6 +118,8 @@ def cell_edges(genotype: gt.AnyGenotype) -> Dict[str, Tuple[gt.Edge, ...]]:
     """The chosen (op, input) edges of each cell type of a genotype."""
     if isinstance(genotype, gt.Genotype):
         return {"normal": tuple(genotype.normal), "reduce": tuple(genotype.reduce)}
+    if isinstance(genotype, gt.NB201Genotype):
+        return {"cell": genotype.edges}
     return {"recurrent": tuple(genotype.recurrent)}
 
 
@@ -143,7 +157,7 @@ def architecture_health(alphas: Mapping[str, np.ndarray], genotype: gt.AnyGenoty
     the previous epoch's genotype (None: no genotype change is counted)."""
     scalars: Dict[str, float] = {}
     per_edge: Dict[str, Dict[str, np.ndarray]] = {}
-    for name, alpha in alphas.items():
+    for name, alpha in op_alphas(alphas).items():
         cell = cell_of(name)
         weights = softmax(alpha)
         entropy, max_weight = edge_entropy(alpha), weights.max(axis=-1)

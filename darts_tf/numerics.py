@@ -1,7 +1,19 @@
-"""Numerics shared by every network: dtype handling under mixed precision and batch statistics whose second
-derivatives are right (what the exact second-order architecture gradient differentiates)."""
+"""Numerics shared by every network: dtype handling under mixed precision, batch statistics whose second
+derivatives are right (what the exact second-order architecture gradient differentiates), and the means over the
+replicas of a ``tf.distribute`` step (``replica_mean``), which make a distributed search step equal the one-device
+step on the same global batch.
+
+Inside a step that a strategy runs on R replicas (``strategy.run``, which Keras' ``fit`` does for a model built in
+``strategy.scope()``), every replica holds an equal share of the global batch. A mean over the global batch is then
+the mean over the replicas of the replicas' means, and so is its gradient (the all-reduce is differentiable, its
+gradient is the same all-reduce, so second derivatives go through it); batch statistics are the global batch's
+(``moments``: synchronised batch normalisation). Outside such a step (one device, or the cross-replica context of a
+strategy's scope) these functions do what the one-device code does.
+"""
 
 from __future__ import annotations
+
+from typing import List, Sequence
 
 import keras
 import tensorflow as tf
@@ -14,14 +26,49 @@ def at_least_float32(x):
     return ops.cast(x, "float32") if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16") else x
 
 
+def replicas_in_step() -> int:
+    """R, the replicas that run the current step together (1 outside a multi-replica ``strategy.run``)."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
+def replica_mean(values: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+    """The mean over the replicas of each per-replica value (one batched all-reduce; unchanged with one replica).
+
+    Of per-replica means of a global batch split into equal shares, it is the global batch's mean; of per-replica
+    gradients, the gradient of the global mean (with synchronised ``moments``, replica r's gradient already holds the
+    other replicas' losses through the statistics, and the mean is still the global gradient). Differentiable.
+    """
+    values = list(values)
+    if replicas_in_step() == 1 or not values:
+        return values
+    return list(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, values))
+
+
+def replica_sum(values: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+    """The sum over the replicas of each per-replica value (unchanged with one replica). Differentiable."""
+    values = list(values)
+    if replicas_in_step() == 1 or not values:
+        return values
+    return list(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values))
+
+
 def moments(x, axes):
-    """Batch mean and (biased) variance whose second derivatives are right.
+    """Batch mean and (biased) variance whose second derivatives are right; the global batch's under a multi-replica
+    step (synchronised: sums and centred squared sums all-reduced over the replicas, two passes as on one device).
 
     ``tf.nn.moments`` (and so ``keras.ops.moments``) computes the variance around ``stop_gradient(mean)``: its first
     derivative is exact (the path through the mean contributes zero), but the second is not (the Hessian of the
     variance loses its -2/N^2 term, ~1.6% of a BatchNorm Hessian). The exact second-order architecture gradient
     differentiates the gradient, so every BatchNorm in a search network takes its statistics from here.
     """
-    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
-    variance = tf.reduce_mean(tf.square(x - mean), axis=axes, keepdims=True)
-    return tf.squeeze(mean, axis=axes), tf.squeeze(variance, axis=axes)
+    if replicas_in_step() == 1:
+        mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+        variance = tf.reduce_mean(tf.square(x - mean), axis=axes, keepdims=True)
+        return tf.squeeze(mean, axis=axes), tf.squeeze(variance, axis=axes)
+    shape = tf.shape(x)
+    count = tf.cast(tf.reduce_prod(tf.gather(shape, axes)), x.dtype)
+    total, n = replica_sum([tf.reduce_sum(x, axis=axes, keepdims=True), count])
+    mean = total / n
+    (squares,) = replica_sum([tf.reduce_sum(tf.square(x - mean), axis=axes, keepdims=True)])
+    return tf.squeeze(mean, axis=axes), tf.squeeze(squares / n, axis=axes)

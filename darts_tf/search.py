@@ -55,7 +55,7 @@ _DIVERGED = (f"The search diverged; no genotype is derived from them. Run it aga
 # The search flags that are the columns of its HParams session (tensorboard/hparams/): what tells seeds and modes apart
 HPARAM_KEYS = ("seed", "dataset", "arch_mode", "epochs", "learning_rate", "arch_learning_rate", "arch_weight_decay",
                "skip_dropout", "max_skip_connects", "aux_skip_beta", "sdarts_epsilon", "beta_decay", "early_stop",
-               "hessian_eigenvalue")
+               "hessian_eigenvalue", "search_space")
 
 
 def _metrics_history(outputs: RunFiles) -> List[Dict[str, float]]:
@@ -163,8 +163,12 @@ class StopAfterEpochs(keras.callbacks.Callback):
 
 
 def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output_dir: str, config: Dict[str, Any],
-                       resume: bool, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto") -> Dict[str, Any]:
+                       resume: bool, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
+                       log_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
     """Fits a compiled `BilevelSearchModel` on a ``{'train', 'validation'}`` dataset factory.
+
+    `callbacks` run after the search's own; `log_callbacks` add keys to the epoch logs, so they run ahead of
+    TensorBoard and of metrics.json's writer (e.g. ``darts_tf.cnn.nb201_lookup.NB201Lookup``).
 
     `dataset` is a function ``initial_epoch -> tf.data.Dataset`` covering epochs initial_epoch..epochs-1.
     Writes the search files of ``RunFiles``; returns {'genotype', 'genotype_path', 'metrics', 'output_dir', 'alphas'}.
@@ -173,7 +177,8 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
     """
     outputs = RunFiles(output_dir)
     check_output_dir(output_dir, checkpoint.state_size_bytes(model))
-    checkpoint.check_run_config(output_dir, config, resume)
+    # a resume may change the strategy: a distributed step is the one-device step on the same global batch
+    checkpoint.check_run_config(output_dir, config, resume, ignore=("resume", "epochs", "strategy"))
     initial_epoch = 0
     if resume and checkpoint.has_state(output_dir):
         initial_epoch = int(checkpoint.restore_state(output_dir, model)["epochs_done"])
@@ -194,6 +199,7 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
                       NonFiniteGuard(SEARCH_RATE_FLAGS, outputs.state),  # first: a bad epoch writes nothing
                       FirstStepNotice(),
                       EpochLearningRate(),  # ahead of TensorBoard: it sets the epoch's `lr`
+                      *log_callbacks,
                       summaries.OneRateTensorBoard(outputs.tensorboard, update_freq="epoch", write_graph=False),
                       logger, checkpoint.EpochCheckpoint(output_dir), *stopper, *callbacks])
         history = logger.metrics_history
@@ -280,6 +286,8 @@ def load_search_alphas(search_dir: str) -> SearchAlphas:
                            f"{files.alphas} with --primitives given explicitly.")
     epochs = config.get("epochs")
     primitives = [p.strip() for p in config["primitives"].split(",") if p.strip()] if "primitives" in config else None
+    if config.get("search_space") == "nb201":  # NAS-Bench-201's ops (its --primitives is the unused DARTS default)
+        primitives = list(gt.NB201_PRIMITIVES)
     if io_utils.isfile(files.alphas):
         alphas = load_npz(files.alphas, "alpha file", f"run the search again, or restore a copy of {files.alphas}.")
         found = SearchAlphas(alphas, True, _published_epoch(files, epochs), epochs, files.alphas, primitives)
@@ -297,16 +305,18 @@ def load_search_alphas(search_dir: str) -> SearchAlphas:
     return found
 
 
-def run_random_search(output_dir: str, kind: str = "cnn", num_samples: int = 8, seed: int = 0) -> Dict[str, Any]:
-    """The random-search baseline: genotypes sampled uniformly from the same space, in the search's format
-    (``genotypes/sample_NNN.json`` for every sample; ``genotype.json`` is sample 0 — pick the best with `select`)."""
+def run_random_search(output_dir: str, kind: str = "cnn", num_samples: int = 8, seed: int = 0,
+                      primitives: Optional[Sequence[str]] = None, steps: Optional[int] = None) -> Dict[str, Any]:
+    """The random-search baseline: genotypes sampled uniformly from the same space (`steps` nodes, `primitives`;
+    default the family's), in the search's format (``genotypes/sample_NNN.json`` for every sample; ``genotype.json``
+    is sample 0 — pick the best with `select`)."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1. Received: {num_samples}")
     check_output_dir(output_dir)
     outputs = RunFiles(output_dir)
     paths = []
     for i in range(num_samples):
-        genotype = gt.random_genotype(seed * 100003 + i, kind)
+        genotype = gt.random_genotype(seed * 100003 + i, kind, steps, primitives)
         path = outputs.sample_genotype(i)
         gt.save_genotype(genotype, path, {"stage": "random_search", "seed": seed, "sample": i, "kind": kind})
         paths.append(path)

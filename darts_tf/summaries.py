@@ -7,6 +7,7 @@ Tags, per epoch (``<cell>``: normal / reduce / recurrent; ``<edge>``: ``n3<-c_{k
     <alpha name>                             histogram of alpha
     op_weights/<cell>/<edge>/<op>            scalar: softmax(alpha) of each op of each edge
     edge_entropy/<cell>/<edge>, edge_max_weight/<cell>/<edge>
+    beta_<cell>, edge_weights/<cell>/<edge>  histogram of beta, scalar: its node softmax (PC-DARTS edge normalisation)
     health/<key>                             scalar: the ``darts_tf.health`` scalars (skip_connects/<cell>, ...)
     genotype                                 text: the derived cell, one Markdown table row per node
     cell/<normal|reduction|recurrent>        image: the derived cell drawn by Graphviz (skipped without `dot`)
@@ -69,8 +70,16 @@ def primitives_for(alpha: np.ndarray, primitives: Optional[Sequence[str]]) -> Se
 
 def log_alphas(alphas: Mapping[str, np.ndarray], primitives: Optional[Sequence[str]], health: hl.ArchitectureHealth,
                step: int, title: str = "") -> None:
-    """The heatmap, histogram, per-edge op weights, entropy and largest weight of every alpha, at `step`."""
-    for name, alpha in alphas.items():
+    """The heatmap, histogram, per-edge op weights, entropy and largest weight of every alpha, at `step`; the edge
+    weights of PC-DARTS' edge normalisation (beta_normal, beta_reduce) as a histogram of beta and a scalar per edge."""
+    for name in gt.EDGE_BETA_NAMES:
+        if name in alphas:
+            cell = hl.cell_of(name.replace("beta_", "alpha_"))
+            tf.summary.histogram(name, alphas[name], step=step)
+            weights = gt.normalize_edge_weights(alphas[name])
+            for e, edge in enumerate(hl.edge_names(len(weights), cell, sep="<-")):
+                tf.summary.scalar(f"edge_weights/{cell}/{edge}", float(weights[e]), step=step)
+    for name, alpha in hl.op_alphas(alphas).items():
         cell = hl.cell_of(name)
         ops = primitives_for(alpha, primitives)
         edges = hl.edge_names(np.shape(alpha)[0], cell)

@@ -63,6 +63,7 @@ class Task(abc.ABC):
     kind: ClassVar[str]  # the genotype kind: 'cnn', 'rnn'
     data_kind: ClassVar[str]  # the Dataset artifact kind it reads: 'images', 'text'
     alpha_names: ClassVar[Tuple[str, ...]]  # the architecture parameters a search saves
+    optional_alpha_names: ClassVar[Tuple[str, ...]] = ()  # saved all together by some searches only (CNN: PC-DARTS' betas)
     search_config: ClassVar[type]  # settings of `search`
     select_config: ClassVar[type]  # settings of `short_train`
     evaluate_config: ClassVar[type]  # settings of `train`

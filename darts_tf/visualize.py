@@ -4,6 +4,7 @@ output in pale goldenrod, each edge labelled with its op.
 
     plot_genotype(CNN_GENOTYPES["DARTS_V2"], "pictures")  # pictures/normal.{dot,png,pdf}, reduction.*
     plot_genotype(RNN_GENOTYPES["DARTS_V2"], "pictures")  # pictures/recurrent.{dot,png,pdf}
+    plot_genotype(NB201_GENOTYPES["ResNet"], "pictures")  # pictures/cell.{dot,png,pdf} (NAS-Bench-201)
 
 The search's TensorBoard views are drawn here too: ``alpha_heatmap_png`` (softmax(alpha), labelled, colour scaled
 to the data's range, with matplotlib), ``genotype_table`` (the cell as a per-node Markdown table) and
@@ -20,7 +21,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from darts_tf import io_utils
-from darts_tf.genotypes import AnyGenotype, Edge, Genotype, RecurrentGenotype, atomic_write_text
+from darts_tf.genotypes import (NB201_NODES, AnyGenotype, Edge, Genotype, NB201Genotype, RecurrentGenotype,
+                                atomic_write_text)
 
 SUPPORTED_FORMATS: Tuple[str, ...] = ("png", "pdf", "svg")
 INPUT_COLOR = "darkseagreen2"
@@ -90,8 +92,24 @@ def recurrent_digraph(genotype: RecurrentGenotype):
     return graph
 
 
+def nb201_digraph(genotype: NB201Genotype):
+    """The digraph of a NAS-Bench-201 cell: input n0, nodes n1, n2, output n3; every edge labelled with its op
+    ('none' edges drawn dashed: they contribute nothing)."""
+    graph = _digraph()
+    for node in range(NB201_NODES):
+        color = INPUT_COLOR if node == 0 else OUTPUT_COLOR if node == NB201_NODES - 1 else NODE_COLOR
+        graph.node(f"n{node}", fillcolor=color)
+    for j in range(1, NB201_NODES):
+        for op, i in genotype.node_inputs(j):
+            graph.edge(f"n{i}", f"n{j}", label=op, fillcolor="gray", **({"style": "dashed"} if op == "none" else {}))
+    return graph
+
+
 def genotype_digraphs(genotype: AnyGenotype) -> Dict[str, object]:
-    """File stem -> digraph: {'normal', 'reduction'} for a CNN genotype, {'recurrent'} for an RNN one."""
+    """File stem -> digraph: {'normal', 'reduction'} for a CNN genotype, {'recurrent'} for an RNN one, {'cell'} for a
+    NAS-Bench-201 one."""
+    if isinstance(genotype, NB201Genotype):
+        return {"cell": nb201_digraph(genotype)}
     if isinstance(genotype, Genotype):
         return {
             "normal": cell_digraph(genotype.normal, genotype.normal_concat),
@@ -99,7 +117,8 @@ def genotype_digraphs(genotype: AnyGenotype) -> Dict[str, object]:
         }
     if isinstance(genotype, RecurrentGenotype):
         return {"recurrent": recurrent_digraph(genotype)}
-    raise TypeError(f"plot_genotype needs a Genotype or RecurrentGenotype. Received: {type(genotype).__name__}")
+    raise TypeError(f"plot_genotype needs a Genotype, RecurrentGenotype or NB201Genotype. "
+                    f"Received: {type(genotype).__name__}")
 
 
 def check_formats(formats: Sequence[str]) -> Tuple[str, ...]:
@@ -167,12 +186,17 @@ def _state(state: int, recurrent: bool) -> str:
 def genotype_table(genotype: AnyGenotype) -> str:
     """The genotype as Markdown: per cell, one row per node with its inputs and ops (states named as in
     ``darts_tf.health``: c_{k-2}, c_{k-1}, n2, ... for a CNN cell; n0, n1, ... for a recurrent one)."""
+    if isinstance(genotype, NB201Genotype):
+        lines = ["**cell** (NAS-Bench-201: n0 is the input, n3 the output)", "", "| node | input | op |", "|---|---|---|"]
+        lines += [f"| n{j} | n{i} | {op} |" for j in range(1, NB201_NODES) for op, i in genotype.node_inputs(j)]
+        return "\n".join(lines + ["", f"`{genotype.to_string()}`"])
     if isinstance(genotype, RecurrentGenotype):
         lines = ["**recurrent** (n0 = f(x_t, h_{t-1}))", "", "| node | input | op |", "|---|---|---|"]
         lines += [f"| n{i + 1} | n{pred} | {op} |" for i, (op, pred) in enumerate(genotype.recurrent)]
         return "\n".join(lines + ["", "h_t = mean(" + ", ".join(f"n{s}" for s in genotype.concat) + ")"])
     if not isinstance(genotype, Genotype):
-        raise TypeError(f"genotype_table needs a Genotype or RecurrentGenotype. Received: {type(genotype).__name__}")
+        raise TypeError(f"genotype_table needs a Genotype, RecurrentGenotype or NB201Genotype. "
+                        f"Received: {type(genotype).__name__}")
     parts = []
     for cell, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
                                 ("reduce", genotype.reduce, genotype.reduce_concat)):

@@ -157,3 +157,28 @@ def test_as_genotype_errors_name_what_was_received(tmp_path):
         gt.as_genotype("DARTS_V9", "cnn")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gt.as_genotype(str(tmp_path / "missing.json"), "cnn")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("none,conv_9x9", "unknown conv_9x9"),
+    ("sep_conv_3x3,skip_connect,sep_conv_3x3", "repeated sep_conv_3x3"),
+    ("sep_conv_3x3", "fewer than 2 ops"),
+    ("none, none", "repeated none"),
+])
+def test_primitive_lists_are_checked_against_the_op_table(text, problem):
+    with pytest.raises(ValueError, match=rf"^--primitives must be a comma-separated subset \(at least 2, not only "
+                                         rf"'none'\) of none, max_pool_3x3, .*, dil_conv_5x5; {problem}\. "
+                                         rf"Received: primitives={text!r}$"):
+        gt.parse_primitives(text, gt.CNN_PRIMITIVES)
+    assert gt.parse_primitives(" relu,none ,tanh", gt.RNN_PRIMITIVES) == ["relu", "none", "tanh"]  # order kept
+
+
+@pytest.mark.parametrize("kind, primitives, steps", [("cnn", ("none", "skip_connect", "sep_conv_3x3"), 2),
+                                                     ("rnn", ("tanh", "relu"), 3)])
+def test_random_genotypes_sample_the_chosen_ops_and_nodes(kind, primitives, steps):
+    samples = [gt.random_genotype(seed, kind, steps, primitives) for seed in range(40)]
+    ops = {op for g in samples for field in (("normal", "reduce") if kind == "cnn" else ("recurrent",))
+           for op, _ in getattr(g, field)}
+    assert ops == set(primitives) - {"none"}  # every non-none op drawn, nothing else
+    per_node = 2 if kind == "cnn" else 1
+    assert {len(g.normal if kind == "cnn" else g.recurrent) for g in samples} == {per_node * steps}

@@ -283,8 +283,8 @@ def test_the_robust_preset_turns_every_guard_on_and_darts_none():
     assert not SearchConfig().guards_config().any_on and not get_search_preset("darts").guards_config().any_on
     robust = get_search_preset("robust", epochs=3)
     assert robust.guards_config() == CollapseGuards(**collapse.ROBUST) and robust.epochs == 3
-    assert all(getattr(robust, k) for k in collapse.ROBUST) and sorted(SEARCH_PRESETS) == ["darts", "robust"]
-    with pytest.raises(ValueError, match="Unknown search preset 'bogus'. Known presets: darts, robust"):
+    assert all(getattr(robust, k) for k in collapse.ROBUST) and sorted(SEARCH_PRESETS) == ["darts", "nb201", "robust"]
+    with pytest.raises(ValueError, match="Unknown search preset 'bogus'. Known presets: darts, nb201, robust"):
         get_search_preset("bogus")
 
 

@@ -8,7 +8,8 @@ and the Graphviz pictures (the pipeline's `derive` stage does the same on artifa
 (stopped or killed: no ``alphas.npz``) is derived from its last finished epoch's alphas (``alpha_history.npz``), and
 says so on stderr and in the genotype's metadata; non-finite alphas (a diverged search) are refused. A search run
 with --max_skip_connects is derived with the same skip_connect cap (P-DARTS' rule, ``genotypes.cap_skip_connects``)
-unless --max_skip_connects says otherwise.
+unless --max_skip_connects says otherwise. A --search_space=nb201 search gives its NAS-Bench-201 cell (top-1 op per
+edge, 'none' included; --k and --max_skip_connects do not apply) as NAS-Bench-201's architecture string, and cell.*.
 """
 
 import sys

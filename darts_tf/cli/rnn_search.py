@@ -41,7 +41,9 @@ def main(argv):
     if flags_.random_search_samples:
         if not flags_.output_dir:
             raise ValueError("--output_dir is required.")
-        result = run_random_search(flags_.output_dir, "rnn", flags_.random_search_samples, flags_.seed)
+        config = common.config_from_flags(SearchConfig)
+        result = run_random_search(flags_.output_dir, "rnn", flags_.random_search_samples, flags_.seed,
+                                   config.primitive_list, config.nodes)
     else:
         result = run_search(common.config_from_flags(SearchConfig), verbose=common.fit_verbose())
     common.report_search(result)

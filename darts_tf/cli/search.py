@@ -3,6 +3,7 @@
     darts-search --output_dir runs/search --dataset cifar10 --arch_mode second_order_exact
     darts-search --output_dir runs/rs --random_search_samples 24      # the random-search baseline
     darts-search --output_dir runs/robust --preset robust              # every collapse guard on (darts_tf.collapse)
+    darts-search --output_dir runs/nb201 --search_space nb201          # NAS-Bench-201's cell space (preset nb201)
 
 Writes the genotype after every epoch, the final genotype/alphas, alpha history, TensorBoard logs and a
 checkpoint every epoch (``--resume`` continues a killed run). See darts_tf.run_files for the layout.
@@ -30,8 +31,9 @@ if "preset" not in flags.FLAGS:  # darts_tf.cli.rnn_train defines its own --pres
     # checked by get_search_preset, so the two scripts' modules can share a process (tests)
     flags.DEFINE_string("preset", "darts", "Search settings preset: 'darts' (the paper's: no "
                       "collapse guard) or 'robust' (every collapse guard on: skip dropout, skip_connect cap, DARTS- "
-                      "auxiliary skip, SDARTS-RS smoothing, beta-decay; docs/collapse_guards.md). Flags given on the "
-                      "command line override the preset's values.")
+                      "auxiliary skip, SDARTS-RS smoothing, beta-decay; docs/collapse_guards.md) or 'nb201' (DARTS in "
+                      "NAS-Bench-201's cell space with its authors' settings; the default of --search_space=nb201). "
+                      "Flags given on the command line override the preset's values.")
 if "random_search_samples" not in flags.FLAGS:  # darts_tf.cli.rnn_search defines the same flag
     flags.DEFINE_integer("random_search_samples", 0, "If > 0, run the random-search baseline instead: sample this many "
                          "genotypes uniformly from the same space.")
@@ -43,7 +45,9 @@ def main(argv):
     if flags_.random_search_samples:
         if not flags_.output_dir:
             raise ValueError("--output_dir is required.")
-        result = run_random_search(flags_.output_dir, "cnn", flags_.random_search_samples, flags_.seed)
+        config = config_from_flags()
+        result = run_random_search(flags_.output_dir, "cnn", flags_.random_search_samples, flags_.seed,
+                                   config.primitive_list, config.nodes)
     else:
         result = run_search(config_from_flags(), verbose=common.fit_verbose())
     common.report_search(result)
@@ -54,7 +58,9 @@ def config_from_flags() -> SearchConfig:
     given = {f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(SearchConfig)
              if f.name in flags.FLAGS and flags.FLAGS[f.name].present}
     # --preset may be another script's flag when several scripts' modules share a process (tests): given or ours
-    preset = flags.FLAGS["preset"].value if flags.FLAGS["preset"].present else "darts"
+    # (--search_space=nb201 without a --preset starts from the nb201 preset: NAS-Bench-201's C, N and settings)
+    default = "nb201" if given.get("search_space") == "nb201" else "darts"
+    preset = flags.FLAGS["preset"].value if flags.FLAGS["preset"].present else default
     return get_search_preset(preset, **given)
 
 

@@ -3,6 +3,8 @@
     python -m darts_tf.cli.visualize DARTS_V2 --output_dir pictures
     python -m darts_tf.cli.visualize runs/search/genotype.json --output_dir pictures --formats png
     python -m darts_tf.cli.visualize DARTS_V2 --kind rnn --output_dir pictures
+    python -m darts_tf.cli.visualize '|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|' \
+        --output_dir pictures                     # a NAS-Bench-201 cell (pictures/cell.*)
 
 The positional argument is a published genotype name or a genotype JSON file. With --kind=auto a
 JSON file says its own kind, and a name is looked up among the CNN genotypes, then the RNN ones.
@@ -21,7 +23,8 @@ from darts_tf.visualize import GraphvizNotFoundError, check_formats, plot_genoty
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Directory to write <cell>.dot and the pictures into.")
-flags.DEFINE_enum("kind", "auto", ["auto", "cnn", "rnn"], "Genotype kind; 'auto' takes it from the file or the name.")
+flags.DEFINE_enum("kind", "auto", ["auto", "cnn", "rnn", "nb201"], "Genotype kind; 'auto' takes it from the file, "
+                  "the name or a NAS-Bench-201 architecture string.")
 flags.DEFINE_list("formats", ["png", "pdf"], "Picture formats (png, pdf, svg); 'dot' alone writes only the source.")
 flags.mark_flag_as_required("output_dir")
 
@@ -32,6 +35,8 @@ def resolve_any_genotype(name_or_path: str, kind: str = "auto") -> genotypes.Any
     """A genotype from a published name or a JSON file; with kind='auto', CNN names win over RNN names."""
     if kind != "auto":
         return genotypes.resolve_genotype(name_or_path, kind)
+    if genotypes.is_nb201_string(name_or_path):
+        return genotypes.NB201Genotype.from_string(name_or_path)
     if os.path.exists(name_or_path) or name_or_path.endswith(".json"):
         return genotypes.load_genotype_file(name_or_path)
     for registry_kind in ("cnn", "rnn"):

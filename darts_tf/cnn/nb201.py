@@ -11,87 +11,38 @@ Follows the official structure in D-X-Y/AutoDL-Projects: ``xautodl/models/cell_o
 affine BN and a bias-free conv, ResNetBasicblock, avg pool with count_include_pad=False) and
 ``xautodl/models/cell_infers/cells.py`` (InferCell). With C=16, N=5 the trainable parameter counts equal the
 ``params`` NAS-Bench-201 publishes (see tests/cnn/test_nb201.py).
+
+The genotype class and the architecture string live in ``darts_tf.genotypes`` (kind 'nb201'), re-exported here.
+The supernet (``NB201SearchNetwork``, ``darts-search --search_space nb201``) is the same skeleton with
+``NB201SearchCell``s sharing one alpha of shape (6, 5) (AutoDL-Projects' ``search_model_darts.py``); its genotype is
+the top-1 op per edge. ``NB201Network`` trains from scratch with ``darts-train --preset nb201``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Union
 
 import keras
+import numpy as np
 from keras import layers, ops
 
+from darts_tf import genotypes as gt
+from darts_tf.bilevel import BilevelConfig, BilevelSearchModel
+from darts_tf.collapse import CollapseGuards
+from darts_tf.cnn.networks import _CellNetwork
 from darts_tf.cnn.ops import Identity, Pool, ReLUConvBN, Zero, batch_norm
+from darts_tf.genotypes import NB201_EDGES, NB201_NODES, NB201_PRIMITIVES, NB201Genotype
+from darts_tf.numerics import at_least_float32
 
-NB201_PRIMITIVES: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NB201_NODES = 4  # node 0 is the input, node 3 the output
-NB201_EDGES: Tuple[Tuple[int, int], ...] = tuple((j, i) for j in range(1, NB201_NODES) for i in range(j))
-"""(to, from) of the six edges, in the order of the architecture string: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2."""
+__all__ = ["NB201_EDGES", "NB201_NODES", "NB201_PRIMITIVES", "NB201Genotype", "NB201Cell", "NB201Network",
+           "NB201SearchCell", "NB201SearchNetwork", "ResNetBasicBlock", "as_nb201_genotype",
+           "build_nb201_search_network", "make_nb201_op", "nb201_parameter_count"]
 
-
-@dataclasses.dataclass(frozen=True)
-class NB201Genotype:
-    """One NAS-Bench-201 cell: ``ops[k]`` is the op on edge ``NB201_EDGES[k]``."""
-
-    ops: Tuple[str, ...]
-
-    def __post_init__(self):
-        ops_ = tuple(self.ops) if not isinstance(self.ops, str) else None
-        if ops_ is None or len(ops_) != len(NB201_EDGES):
-            raise ValueError(f"A NAS-Bench-201 cell has {len(NB201_EDGES)} edge ops. Received: ops={self.ops!r}")
-        for op in ops_:
-            if op not in NB201_PRIMITIVES:
-                raise ValueError(f"Unknown NAS-Bench-201 op {op!r}; known: {', '.join(NB201_PRIMITIVES)}. "
-                                 f"Received: ops={self.ops!r}")
-        object.__setattr__(self, "ops", ops_)
-
-    @classmethod
-    def from_string(cls, arch: str) -> "NB201Genotype":
-        """Parses ``|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|``."""
-        if not isinstance(arch, str):
-            raise ValueError(f"A NAS-Bench-201 architecture string is a str. Received: arch={arch!r}")
-        nodes = arch.split("+")
-        if len(nodes) != NB201_NODES - 1:
-            raise ValueError(f"A NAS-Bench-201 architecture string has {NB201_NODES - 1} '+'-separated nodes. "
-                             f"Received: arch={arch!r}")
-        ops_ = []
-        for j, node in enumerate(nodes, start=1):
-            if len(node) < 2 or not (node.startswith("|") and node.endswith("|")):
-                raise ValueError(f"Node {j} must be written '|op~i|...|'. Received: node={node!r} in arch={arch!r}")
-            tokens = node[1:-1].split("|")
-            if len(tokens) != j:
-                raise ValueError(f"Node {j} takes {j} inputs (0..{j - 1}). Received: node={node!r} in arch={arch!r}")
-            for i, token in enumerate(tokens):
-                op, sep, src = token.partition("~")
-                if not sep or src != str(i):
-                    raise ValueError(f"Input {i} of node {j} must be written 'op~{i}'. "
-                                     f"Received: token={token!r} in arch={arch!r}")
-                if op not in NB201_PRIMITIVES:
-                    raise ValueError(f"Unknown NAS-Bench-201 op {op!r}; known: {', '.join(NB201_PRIMITIVES)}. "
-                                     f"Received: token={token!r} in arch={arch!r}")
-                ops_.append(op)
-        return cls(tuple(ops_))
-
-    def to_string(self) -> str:
-        groups, k = [], 0
-        for j in range(1, NB201_NODES):
-            groups.append("|" + "|".join(f"{self.ops[k + i]}~{i}" for i in range(j)) + "|")
-            k += j
-        return "+".join(groups)
-
-    def __str__(self):
-        return self.to_string()
-
-    def node_inputs(self, j: int) -> Tuple[Tuple[str, int], ...]:
-        """(op, input node) pairs that sum into node ``j``."""
-        return tuple((op, i) for op, (to, i) in zip(self.ops, NB201_EDGES) if to == j)
-
-
-def as_nb201_genotype(genotype: Union[str, NB201Genotype, Sequence[str]]) -> NB201Genotype:
-    if isinstance(genotype, NB201Genotype):
-        return genotype
-    if isinstance(genotype, str):
-        return NB201Genotype.from_string(genotype)
+def as_nb201_genotype(genotype: Union[str, dict, NB201Genotype, Sequence[str]]) -> NB201Genotype:
+    """A NB201Genotype from itself, its architecture string, a name of ``genotypes.NB201_GENOTYPES``, a genotype JSON
+    file or dict (kind 'nb201'), or a sequence of six op names."""
+    if isinstance(genotype, (str, dict, NB201Genotype)):
+        return gt.as_genotype(genotype, "nb201")
     return NB201Genotype(tuple(genotype))
 
 
@@ -202,42 +153,55 @@ class ResNetBasicBlock(layers.Layer):
         return {**super().get_config(), "C_out": self.C_out, "stride": self.stride}
 
 
-@keras.saving.register_keras_serializable(package="darts_tf")
-class NB201Network(keras.Model):
-    """NAS-Bench-201's evaluation network (TinyNetwork) for one cell genotype; ``call`` returns logits."""
+def _make_skeleton(model, C: int, N: int, num_classes: int, make_cell) -> None:
+    """NAS-Bench-201's TinyNetwork layers on `model`: stem conv + BN to C, three stages of N cells
+    (``make_cell(width, name)``) at C, 2C, 4C with a residual reduction block before the second and third, the
+    last BN, global pool and classifier (the evaluation network and the supernet share it)."""
+    model.stem_conv = layers.Conv2D(C, 3, padding="same", use_bias=False, name="stem_conv")
+    model.stem_bn = batch_norm(True, name="stem_bn")
+    model.blocks = []
+    for stage, width in enumerate((C, 2 * C, 4 * C)):
+        if stage:
+            model.blocks.append(ResNetBasicBlock(width, 2, name=f"reduction_{stage}"))
+        model.blocks.extend(make_cell(width, f"cell_{stage}_{k}") for k in range(N))
+    model.last_bn = batch_norm(True, name="last_bn")
+    model.global_pooling = layers.GlobalAveragePooling2D()
+    model.classifier = layers.Dense(num_classes, name="classifier")
 
-    def __init__(self, genotype: Union[str, NB201Genotype], C: int = 16, N: int = 5, num_classes: int = 10,
-                 **kwargs):
-        super().__init__(**kwargs)
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class NB201Network(_CellNetwork):
+    """NAS-Bench-201's evaluation network (TinyNetwork) for one cell genotype; ``call`` returns logits.
+
+    Trained by the evaluation networks' step (``darts_tf.cnn.networks._CellNetwork``: cross-entropy, L2 weight decay
+    added to the gradient, optional clip); it has no auxiliary head and no drop-path (NAS-Bench-201 uses neither).
+    """
+
+    genotype_kind = "nb201"
+
+    def __init__(self, genotype: Union[str, NB201Genotype] = "ResNet", C: int = 16, N: int = 5,
+                 num_classes: int = 10, **kwargs):
         for key, value in (("C", C), ("N", N), ("num_classes", num_classes)):
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
-        self.genotype = as_nb201_genotype(genotype)
-        self.C, self.N, self.num_classes = C, N, num_classes
-        self.stem_conv = layers.Conv2D(C, 3, padding="same", use_bias=False, name="stem_conv")
-        self.stem_bn = batch_norm(True, name="stem_bn")
-        self.blocks = []
-        for stage, width in enumerate((C, 2 * C, 4 * C)):
-            if stage:
-                self.blocks.append(ResNetBasicBlock(width, 2, name=f"reduction_{stage}"))
-            self.blocks.extend(NB201Cell(self.genotype, width, name=f"cell_{stage}_{k}") for k in range(N))
-        self.last_bn = batch_norm(True, name="last_bn")
-        self.global_pooling = layers.GlobalAveragePooling2D()
-        self.classifier = layers.Dense(num_classes, name="classifier")
+        super().__init__(genotype, num_classes, num_layers=N, auxiliary=False, **kwargs)
+        self.C, self.N = C, N
+        _make_skeleton(self, C, N, num_classes, lambda width, name: NB201Cell(self.genotype, width, name=name))
 
     def build(self, input_shape):
         """Builds every weight by one inference pass on zeros (Keras calls this when reloading a `.keras` file)."""
         if self.built:
             return
-        self.call(ops.zeros((1,) + tuple(input_shape[1:])), training=False)
+        self.forward(ops.zeros((1,) + tuple(input_shape[1:])), training=False)
         self.built = True
 
-    def call(self, x, training=False):
+    def forward(self, x, training=False):
+        """(logits, None): no auxiliary head."""
         x = self.stem_bn(self.stem_conv(x), training=training)
         for block in self.blocks:
             x = block(x, training=training)
         x = ops.relu(self.last_bn(x, training=training))
-        return self.classifier(self.global_pooling(x))
+        return at_least_float32(self.classifier(self.global_pooling(x))), None
 
     def get_config(self):
         return {"genotype": self.genotype.to_string(), "C": self.C, "N": self.N, "num_classes": self.num_classes,
@@ -306,14 +270,71 @@ class NB201SearchCell(layers.Layer):
     @staticmethod
     def derive(alphas) -> NB201Genotype:
         """The discrete cell: the op with the largest architecture weight on each edge."""
-        a = keras.ops.convert_to_numpy(alphas)
-        if a.shape != (len(NB201_EDGES), len(NB201_PRIMITIVES)):
-            raise ValueError(f"NAS-Bench-201 architecture weights have shape ({len(NB201_EDGES)}, "
-                             f"{len(NB201_PRIMITIVES)}). Received: alphas.shape={a.shape}")
-        return NB201Genotype(tuple(NB201_PRIMITIVES[int(k)] for k in a.argmax(axis=1)))
+        return gt.derive_nb201_genotype(keras.ops.convert_to_numpy(alphas))
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return tuple(input_shape)
 
     def get_config(self):
         return {**super().get_config(), "C": self.C}
+
+
+# The collapse guards that act inside the DARTS supernet's mixed ops or on its normal cell's derivation: the
+# NAS-Bench-201 supernet has neither (SDARTS-RS and beta-decay act on alpha alone and do apply).
+_UNSUPPORTED_GUARDS = ("skip_dropout", "aux_skip_beta", "max_skip_connects")
+
+
+class NB201SearchNetwork(BilevelSearchModel):
+    """The NAS-Bench-201 supernet (AutoDL-Projects' TinyNetworkDarts): 3x3 conv stem to C + BN, N search cells at C,
+    a ``ResNetBasicBlock`` reduction, N cells at 2C, a reduction, N cells at 4C, BN + ReLU, global pool, linear.
+    One architecture variable ``alpha_cell`` of shape (6, 5) is shared by every cell (NAS-Bench-201 searches one
+    cell); ``genotype()`` is its top-1 op per edge. The official DARTS-on-NAS-Bench-201 search uses C=16, N=5."""
+
+    primitives = NB201_PRIMITIVES  # the alpha's column names (TensorBoard views)
+
+    def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, bilevel: Optional[BilevelConfig] = None,
+                 guards: Optional[CollapseGuards] = None, **kwargs):
+        for key, value in (("C", C), ("N", N), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
+        used = [name for name in _UNSUPPORTED_GUARDS if guards is not None and getattr(guards, name)]
+        if used:
+            raise ValueError(f"The NAS-Bench-201 supernet has no mixed-op skip connection to drop or to add beside "
+                             f"the softmax, nor a DARTS normal cell to cap: leave {', '.join(used)} off. Received: "
+                             + ", ".join(f"{name}={getattr(guards, name)}" for name in used))
+        super().__init__(bilevel=bilevel, guards=guards, **kwargs)
+        self.C, self.N, self.num_classes = C, N, num_classes
+        _make_skeleton(self, C, N, num_classes, lambda width, name: NB201SearchCell(width, name=name))
+        self.alpha_cell = self.add_weight(shape=(len(NB201_EDGES), len(NB201_PRIMITIVES)),
+                                          initializer=keras.initializers.RandomNormal(stddev=1e-3),
+                                          name=gt.NB201_ALPHA)
+
+    @property
+    def arch_variables(self):
+        return [self.alpha_cell]
+
+    def call(self, x, training=False):
+        x = self.stem_bn(self.stem_conv(x), training=training)
+        weights = ops.cast(ops.softmax(self.alpha_cell, axis=-1), x.dtype)
+        for block in self.blocks:
+            x = block(x, weights, training=training) if isinstance(block, NB201SearchCell) else \
+                block(x, training=training)
+        x = ops.relu(self.last_bn(x, training=training))
+        return at_least_float32(self.classifier(self.global_pooling(x)))
+
+    def genotype(self) -> NB201Genotype:
+        """The discrete cell the current alpha encodes: the top-1 op per edge ('none' included)."""
+        return gt.derive_nb201_genotype(np.asarray(self.alpha_cell.numpy()))
+
+    def alphas_numpy(self):
+        return {gt.NB201_ALPHA: np.asarray(self.alpha_cell.numpy())}
+
+    def get_config(self):
+        return {**super().get_config(), "C": self.C, "N": self.N, "num_classes": self.num_classes}
+
+
+def build_nb201_search_network(input_shape, num_classes: int, **kwargs) -> NB201SearchNetwork:
+    """A built NAS-Bench-201 supernet for images of `input_shape` (H, W, channels; H and W divisible by 4)."""
+    model = NB201SearchNetwork(num_classes=num_classes, **kwargs)
+    model(np.zeros((1,) + tuple(input_shape), np.float32))
+    return model

@@ -104,10 +104,12 @@ class _CellNetwork(keras.Model):
     """Shared training step of the evaluation networks: CE (+ label smoothing) + auxiliary_weight * CE(aux),
     gradient clipping, L2 weight decay added to the gradient (PyTorch semantics, as the reference)."""
 
+    genotype_kind = "cnn"  # the genotype kind the network is built from (darts_tf.cnn.nb201.NB201Network: 'nb201')
+
     def __init__(self, genotype, num_classes: int, num_layers: int, auxiliary: bool, drop_path_prob: float = 0.0,
                  seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        self.genotype = gt.as_genotype(genotype, "cnn")
+        self.genotype = gt.as_genotype(genotype, self.genotype_kind)
         self.num_classes, self.num_layers, self.auxiliary, self.seed = num_classes, num_layers, auxiliary, seed
         self.drop_path_prob = self.add_weight(shape=(), initializer=keras.initializers.Constant(drop_path_prob),
                                               trainable=False, name="drop_path_prob")

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from darts_tf.numerics import at_least_float32, moments
+from darts_tf.numerics import at_least_float32, moments, replicas_in_step
 
 _BN_EPSILON = 1e-5  # PyTorch's default, which the reference uses
 _BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 == Keras momentum 0.9
@@ -34,6 +34,8 @@ class FusedBatchNorm(layers.BatchNormalization):
         if not (training and self.trainable) or mask is not None or self.renorm or self.synchronized:
             return super().call(inputs, training=training, mask=mask)
         if len(inputs.shape) != 4 or self.axis not in (-1, 3) or inputs.dtype not in (tf.float32, tf.float16, tf.bfloat16):
+            return self._decomposed_training_call(inputs)
+        if replicas_in_step() > 1:  # the global batch's statistics (synchronised BN), which the fused op cannot take
             return self._decomposed_training_call(inputs)
         channels = inputs.shape[-1]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
@@ -56,8 +58,9 @@ class FusedBatchNorm(layers.BatchNormalization):
         return ops.cast(y, self.compute_dtype)
 
     def _decomposed_training_call(self, inputs):
-        """Training mode for the shapes and dtypes FusedBatchNormV3 does not take (float64, other axes): the parent's
-        arithmetic with ``moments`` (exact second derivatives) instead of ``tf.nn.moments``."""
+        """Training mode for the shapes and dtypes FusedBatchNormV3 does not take (float64, other axes) and under a
+        multi-replica step: the parent's arithmetic with ``moments`` (exact second derivatives, the global batch's
+        statistics across replicas) instead of ``tf.nn.moments``."""
         axis = self.axis % len(inputs.shape)
         x = at_least_float32(inputs)
         mean, variance = moments(x, [i for i in range(len(inputs.shape)) if i != axis])
@@ -209,7 +212,12 @@ class Identity(Op):
 
 @keras.saving.register_keras_serializable(package="darts_tf")
 class Zero(Op):
-    """The 'none' op: zeros, strided."""
+    """The 'none' op: zeros, strided. Built from the start (no weights): mixed ops skip calling it, and Keras' fit
+    under a distribution strategy rebuilds a model symbolically when any of its layers is unbuilt."""
+
+    def __init__(self, C, stride=1, affine=True, **kwargs):
+        super().__init__(C, stride, affine, **kwargs)
+        self.built = True
 
     def call(self, x, training=False):
         return ops.zeros_like(x[:, :: self.stride, :: self.stride, :])

@@ -4,6 +4,11 @@ and the supernet whose architecture variables alpha_normal / alpha_reduce are tr
 Two collapse guards (``darts_tf.collapse``) live in the mixed op: P-DARTS' dropout on the identity skip_connect
 candidate, and DARTS-' auxiliary skip connection beside the softmax; their per-epoch values come from the network's
 ``guard_values``.
+
+PC-DARTS (Xu et al., ICLR 2020) adds two options: partial channel connections (`partial_channels` K: the candidates
+of every edge see 1/K of its channels, the others bypass them, then a channel shuffle) and edge normalisation
+(`edge_normalization`: per cell type a vector beta over the edges, softmax over each node's incoming edges, which
+weighs the edges' outputs in the node sum and their strength in ``genotype()``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from darts_tf.numerics import at_least_float32
 class MixedOp(layers.Layer):
     """o_bar(x) = sum_o softmax(alpha)_o * o(x) over the primitives (eq. 2); BN affine off, pools followed by BN.
 
+    Partial channels (PC-DARTS, `partial_channels` K > 1): the candidates are built on C/K channels and see the first
+    C/K channels of x; the other channels bypass them (on a stride-2 edge through a 2x2 max pool of stride 2), the two
+    parts are concatenated and channel-shuffled with K groups (``channel_shuffle``). K = 1 is the plain mixed op.
+
     Collapse guards (off by default): `skip_dropout` drops the identity skip_connect's output elementwise at the rate
     given to ``call`` in training (P-DARTS: ``Identity`` candidates only, so a reduction edge's FactorizedReduce skip
     is left alone; inverted dropout, a seeded stream); `aux_skip` adds beta * skip(x) outside the softmax (DARTS-:
@@ -32,10 +41,13 @@ class MixedOp(layers.Layer):
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str] = gt.CNN_PRIMITIVES, skip_dropout: bool = False,
-                 aux_skip: bool = False, **kwargs):
+                 aux_skip: bool = False, partial_channels: int = 1, **kwargs):
         super().__init__(**kwargs)
+        check_partial_channels(partial_channels, C)
         self.C, self.stride, self.primitives = C, stride, tuple(primitives)
         self.skip_dropout, self.aux_skip = bool(skip_dropout), bool(aux_skip)
+        self.partial_channels = int(partial_channels)
+        C = C // self.partial_channels  # the channels the candidates see
         self.candidates = []
         for name in self.primitives:
             op = make_op(name, C, stride, affine=False)
@@ -51,6 +63,17 @@ class MixedOp(layers.Layer):
         self.built = True  # candidates build on first call
 
     def call(self, x, weights, training=False, skip_dropout=None, aux_beta=None):
+        if self.partial_channels == 1:
+            return self.mixed(x, weights, training, skip_dropout, aux_beta)
+        # one Split (gradient: one Concat) rather than two StridedSlices with full-size gradients
+        selected, bypassed = ops.split(x, [self.C // self.partial_channels], axis=-1)
+        out = self.mixed(selected, weights, training, skip_dropout, aux_beta)
+        if self.stride == 2:
+            bypassed = ops.max_pool(bypassed, 2, 2, padding="same")  # "same": odd sizes match the candidates' ceil
+        return channel_shuffle(ops.concatenate([out, bypassed], axis=-1), self.partial_channels)
+
+    def mixed(self, x, weights, training=False, skip_dropout=None, aux_beta=None):
+        """The weighted sum of the candidates (and the DARTS- auxiliary skip) on `x`."""
         out = None
         # one Unpack (gradient: one Pack) instead of a StridedSlice per candidate, whose gradients were
         # full-size StridedSliceGrads: ~3% of a second-order search step's op time
@@ -76,42 +99,80 @@ class MixedOp(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "C": self.C, "stride": self.stride, "primitives": list(self.primitives),
-                "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip}
+                "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip, "partial_channels": self.partial_channels}
+
+
+def check_partial_channels(partial_channels, C: int) -> None:
+    """A ValueError unless `partial_channels` (K) is an integer >= 1 that divides the channel count `C`."""
+    if isinstance(partial_channels, bool) or not isinstance(partial_channels, (int, np.integer)) or partial_channels < 1:
+        raise ValueError(f"partial_channels must be an integer >= 1 (1: every channel through the mixed op). "
+                         f"Received: partial_channels={partial_channels!r}")
+    if C % partial_channels:
+        raise ValueError(f"partial_channels must divide the channel count of every mixed op. Received: "
+                         f"partial_channels={partial_channels}, C={C}")
+
+
+def channel_shuffle(x, groups: int):
+    """ShuffleNet's channel shuffle on NHWC: channel g * (C / groups) + j goes to j * groups + g (a permutation;
+    the channels of each group end up interleaved with the others')."""
+    if groups == 1:
+        return x
+    shape = ops.shape(x)
+    channels = shape[-1]
+    x = ops.reshape(x, (-1, shape[1], shape[2], groups, channels // groups))
+    return ops.reshape(ops.transpose(x, (0, 1, 2, 4, 3)), (-1, shape[1], shape[2], channels))
+
+
+def node_softmax(beta, steps: int, num_inputs: int = 2):
+    """The edge weights of edge normalisation: softmax of `beta` (one entry per edge, in the cell's edge order) over
+    the incoming edges of each node (``genotypes.normalize_edge_weights`` is the NumPy twin)."""
+    pieces, start = [], 0
+    for node in range(steps):
+        n = num_inputs + node
+        pieces.append(ops.softmax(beta[start:start + n], axis=-1))
+        start += n
+    return ops.concatenate(pieces, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="darts_tf")
 class SearchCell(layers.Layer):
-    """A cell of the supernet: inputs are the two previous cells' outputs, `steps` nodes, every edge a MixedOp,
-    output = concat of the last `multiplier` nodes."""
+    """A cell of the supernet: inputs are the two previous cells' outputs, `steps` nodes, every edge a MixedOp
+    (on 1/`partial_channels` of the channels), output = concat of the last `multiplier` nodes."""
 
     def __init__(self, C: int, reduction: bool, reduction_prev: bool, steps: int = gt.CNN_STEPS,
                  multiplier: int = gt.CNN_STEPS, primitives: Sequence[str] = gt.CNN_PRIMITIVES,
-                 skip_dropout: bool = False, aux_skip: bool = False, **kwargs):
+                 skip_dropout: bool = False, aux_skip: bool = False, partial_channels: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.C, self.reduction, self.reduction_prev = C, reduction, reduction_prev
         self.steps, self.multiplier, self.primitives = steps, multiplier, tuple(primitives)
         self.skip_dropout, self.aux_skip = bool(skip_dropout), bool(aux_skip)
+        self.partial_channels = int(partial_channels)
         self.preprocess0 = FactorizedReduce(C, 2, affine=False) if reduction_prev else ReLUConvBN(C, 1, affine=False)
         self.preprocess1 = ReLUConvBN(C, 1, affine=False)
         self.edges = []
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(C, stride, self.primitives, skip_dropout, aux_skip))
+                self.edges.append(MixedOp(C, stride, self.primitives, skip_dropout, aux_skip, partial_channels))
 
     def build(self, *args, **kwargs):
         self.built = True  # children build on first call (their input shapes depend on the graph)
 
-    def call(self, s0, s1, weights, training=False, skip_dropout=None, aux_beta=None):
-        """`skip_dropout` and `aux_beta`: the guards' values for every edge (``MixedOp``), None when off."""
+    def call(self, s0, s1, weights, training=False, skip_dropout=None, aux_beta=None, edge_weights=None):
+        """`skip_dropout` and `aux_beta`: the guards' values for every edge (``MixedOp``), None when off;
+        `edge_weights`: edge normalisation's weight of every edge (``node_softmax``), None when off."""
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         weights = ops.unstack(weights, num=len(self.edges))  # per-edge rows without a StridedSlice(+Grad) each
+        if edge_weights is not None:
+            edge_weights = ops.unstack(edge_weights, num=len(self.edges))
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
                 y = self.edges[offset + j](h, weights[offset + j], training=training, skip_dropout=skip_dropout,
                                            aux_beta=aux_beta)
+                if edge_weights is not None:
+                    y = edge_weights[offset + j] * y
                 s = y if s is None else s + y
             offset += len(states)
             states.append(s)
@@ -120,7 +181,7 @@ class SearchCell(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "C": self.C, "reduction": self.reduction, "reduction_prev": self.reduction_prev,
                 "steps": self.steps, "multiplier": self.multiplier, "primitives": list(self.primitives),
-                "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip}
+                "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip, "partial_channels": self.partial_channels}
 
 
 def reduction_layers(num_layers: int):
@@ -131,16 +192,20 @@ def reduction_layers(num_layers: int):
 class CNNSearchNetwork(BilevelSearchModel):
     """The DARTS supernet for image classification (8 cells, C=16 in the paper's search); `bilevel` is the search
     step's settings (``BilevelSearchModel``), `guards` its collapse guards (``darts_tf.collapse``; the skip_connect
-    cap applies to ``genotype()``)."""
+    cap applies to ``genotype()``). PC-DARTS: `partial_channels` K (``MixedOp``; K must divide C, and so every
+    cell's C, 2C, 4C) and `edge_normalization` (architecture variables beta_normal, beta_reduce beside the alphas)."""
 
     def __init__(self, C: int = 16, num_classes: int = 10, num_layers: int = 8, steps: int = gt.CNN_STEPS,
                  multiplier: int = gt.CNN_STEPS, stem_multiplier: int = 3, primitives: Sequence[str] = gt.CNN_PRIMITIVES,
-                 bilevel: Optional[BilevelConfig] = None, guards: Optional[CollapseGuards] = None, **kwargs):
+                 bilevel: Optional[BilevelConfig] = None, guards: Optional[CollapseGuards] = None,
+                 partial_channels: int = 1, edge_normalization: bool = False, **kwargs):
         super().__init__(bilevel=bilevel, guards=guards, **kwargs)
         if num_layers < 3:
             raise ValueError(f"The supernet needs at least 3 cells (reductions at 1/3 and 2/3). Received: num_layers={num_layers}")
         if C < 2 or C % 2:
             raise ValueError(f"Initial channels must be an even integer >= 2. Received: C={C}")
+        check_partial_channels(partial_channels, C)
+        self.partial_channels, self.edge_normalization = int(partial_channels), bool(edge_normalization)
         self.C, self.num_classes, self.num_layers = C, num_classes, num_layers
         self.steps, self.multiplier, self.primitives = steps, multiplier, tuple(primitives)
         self.stem_multiplier = stem_multiplier
@@ -154,7 +219,8 @@ class CNNSearchNetwork(BilevelSearchModel):
                 C_curr *= 2
             self.cells.append(SearchCell(C_curr, reduction, reduction_prev, steps, multiplier, self.primitives,
                                          skip_dropout=bool(self.guards.skip_dropout),
-                                         aux_skip=bool(self.guards.aux_skip_beta), name=f"cell_{i}"))
+                                         aux_skip=bool(self.guards.aux_skip_beta),
+                                         partial_channels=self.partial_channels, name=f"cell_{i}"))
             reduction_prev = reduction
         self.global_pooling = layers.GlobalAveragePooling2D()
         self.classifier = layers.Dense(num_classes, name="classifier")
@@ -162,35 +228,48 @@ class CNNSearchNetwork(BilevelSearchModel):
         init = keras.initializers.RandomNormal(stddev=1e-3)
         self.alpha_normal = self.add_weight(shape=(num_edges, len(self.primitives)), initializer=init, name="alpha_normal")
         self.alpha_reduce = self.add_weight(shape=(num_edges, len(self.primitives)), initializer=init, name="alpha_reduce")
+        self.beta_normal = self.beta_reduce = None
+        if self.edge_normalization:  # PC-DARTS' edge weights, initialised as its alphas and betas (1e-3 * N(0, 1))
+            self.beta_normal = self.add_weight(shape=(num_edges,), initializer=init, name="beta_normal")
+            self.beta_reduce = self.add_weight(shape=(num_edges,), initializer=init, name="beta_reduce")
 
     @property
     def arch_variables(self):
-        return [self.alpha_normal, self.alpha_reduce]
+        betas = [self.beta_normal, self.beta_reduce] if self.edge_normalization else []
+        return [self.alpha_normal, self.alpha_reduce, *betas]
 
     def call(self, x, training=False):
         w_normal = ops.softmax(self.alpha_normal, axis=-1)
         w_reduce = ops.softmax(self.alpha_reduce, axis=-1)
+        e_normal = e_reduce = None
+        if self.edge_normalization:
+            e_normal, e_reduce = (node_softmax(b, self.steps) for b in (self.beta_normal, self.beta_reduce))
         s0 = s1 = self.stem(x, training=training)
         guards = {"skip_dropout": self.guard_values.get("skip_dropout"),
                   "aux_beta": self.guard_values.get("aux_skip_beta")}  # None where a guard is off
         for cell in self.cells:
-            weights = w_reduce if cell.reduction else w_normal
-            s0, s1 = s1, cell(s0, s1, ops.cast(weights, s1.dtype), training=training, **guards)
+            weights, edges = (w_reduce, e_reduce) if cell.reduction else (w_normal, e_normal)
+            edges = None if edges is None else ops.cast(edges, s1.dtype)
+            s0, s1 = s1, cell(s0, s1, ops.cast(weights, s1.dtype), training=training, edge_weights=edges, **guards)
         return at_least_float32(self.classifier(self.global_pooling(s1)))
 
     def genotype(self) -> gt.Genotype:
         """The discrete cell the current alphas encode (top-2 per node; at most ``guards.max_skip_connects``
-        skip_connects in the normal cell when that is set)."""
-        return gt.derive_genotype(np.asarray(self.alpha_normal.numpy()), np.asarray(self.alpha_reduce.numpy()), k=2,
-                                  primitives=self.primitives, max_skip_connects=self.guards.max_skip_connects)
+        skip_connects in the normal cell when that is set; with edge normalisation, PC-DARTS' rule: every edge's op
+        weights times its edge weight)."""
+        return gt.derive_from_alphas(self.alphas_numpy(), primitives=self.primitives, k=2,
+                                     max_skip_connects=self.guards.max_skip_connects)
 
     def alphas_numpy(self):
-        return {"alpha_normal": np.asarray(self.alpha_normal.numpy()), "alpha_reduce": np.asarray(self.alpha_reduce.numpy())}
+        """The architecture variables by name: alpha_normal, alpha_reduce (and beta_normal, beta_reduce with edge
+        normalisation), as alphas.npz saves them."""
+        return {v.name: np.asarray(v.numpy()) for v in self.arch_variables}
 
     def get_config(self):
         return {**super().get_config(), "C": self.C, "num_classes": self.num_classes, "num_layers": self.num_layers,
                 "steps": self.steps, "multiplier": self.multiplier, "stem_multiplier": self.stem_multiplier,
-                "primitives": list(self.primitives)}
+                "primitives": list(self.primitives), "partial_channels": self.partial_channels,
+                "edge_normalization": self.edge_normalization}
 
 
 def build_cnn_search_network(input_shape, num_classes: int, **kwargs) -> CNNSearchNetwork:

@@ -28,6 +28,7 @@ class CNNTask(base.Task):
     kind = "cnn"
     data_kind = "images"
     alpha_names = ("alpha_normal", "alpha_reduce")
+    optional_alpha_names = ("beta_normal", "beta_reduce")  # --edge_normalization (genotypes.EDGE_BETA_NAMES)
     search_config = cnn_search.SearchConfig
     select_config = cnn_train.TrainConfig
     evaluate_config = cnn_train.TrainConfig

@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence
 import keras
 from absl import logging
 
+from darts_tf import distribute
 from darts_tf.distribute import STRATEGIES, make_strategy
 from darts_tf.guards import FirstStepNotice, NonFiniteGuard
 from darts_tf.io_utils import check_output_dir, save_model_atomic, write_json
@@ -34,10 +35,13 @@ from darts_tf import genotypes as gt
 from darts_tf.data import images, imagenet
 from darts_tf.data.augment import AUGMENT_FLAG_METADATA, IMAGE_SIZE_METADATA, default_augmentation
 from darts_tf.cnn.networks import NetworkCIFAR, NetworkImageNet, count_parameters, set_drop_path_prob
+from darts_tf.cnn.nb201 import NB201Network  # (also registers it, so that darts-test / darts-export reload it)
+from darts_tf.presets import Presets
 from darts_tf.schedules import EpochCosineDecay, EpochExponentialDecay
 from darts_tf.summaries import OneRateTensorBoard
 
 NETWORKS = ("auto", "cifar", "imagenet")
+TRAIN_GENOTYPE_KINDS = ("cnn", "nb201")  # darts-train: a DARTS cell (NetworkCIFAR) or a NAS-Bench-201 one (NB201Network)
 # Flags that may differ between a run and its resumption (they do not change what is computed).
 _RESUME_MAY_CHANGE = ("resume", "verbose", "export", "eval_every", "jit_compile", "strategy", "data_dir", "output_dir")
 # ImageNet transfer: images at least this large get NetworkImageNet (stride-8 stem) under network='auto'.
@@ -53,14 +57,16 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _check_common(cfg) -> None:
-    """Checks shared by both configs; errors name the flag and the value received."""
+def _check_common(cfg, min_layers: int = 3) -> None:
+    """Checks shared by both configs; errors name the flag and the value received. `min_layers`: 3 for the DARTS
+    networks (reduction cells at 1/3 and 2/3 depth), 1 for NAS-Bench-201's (its --layers is cells per stage)."""
     _check(isinstance(cfg.genotype, str) and cfg.genotype != "", f"genotype must be a published name or a JSON path. Received: genotype={cfg.genotype!r}")
     _check(isinstance(cfg.dataset, str) and cfg.dataset != "",
            f"dataset must be a tfds name, 'digits', an image folder or an .npz path. Received: dataset={cfg.dataset!r}")
     _check(cfg.crop_padding is None or cfg.crop_padding >= 0,
            f"crop_padding must be >= 0 (0 = no crop). Received: crop_padding={cfg.crop_padding}")
-    _check(cfg.layers >= 3, f"layers must be >= 3 (two reduction cells at 1/3 and 2/3 depth). Received: layers={cfg.layers}")
+    _check(cfg.layers >= min_layers, f"layers must be >= 3 (two reduction cells at 1/3 and 2/3 depth). Received: layers={cfg.layers}"
+           if min_layers == 3 else f"layers must be >= {min_layers}. Received: layers={cfg.layers}")
     _check(cfg.init_channels >= 1, f"init_channels must be >= 1. Received: init_channels={cfg.init_channels}")
     _check(cfg.batch_size >= 1, f"batch_size must be >= 1. Received: batch_size={cfg.batch_size}")
     _check(cfg.epochs >= 1, f"epochs must be >= 1. Received: epochs={cfg.epochs}")
@@ -91,6 +97,7 @@ class TrainConfig:
     learning_rate: float = 0.025  # cosine-annealed per epoch to learning_rate_min
     learning_rate_min: float = 0.0
     momentum: float = 0.9
+    nesterov: bool = False  # Nesterov momentum (NAS-Bench-201's protocol: the nb201 preset)
     weight_decay: float = 3e-4
     cutout_length: int = 16  # 0 = no cutout
     flip: Optional[bool] = dataclasses.field(default=None, metadata=AUGMENT_FLAG_METADATA["flip"])
@@ -104,13 +111,27 @@ class TrainConfig:
     output_dir: str = "runs/eval"
     resume: bool = False
     jit_compile: bool = False
-    strategy: str = "auto"  # 'auto' (MirroredStrategy when > 1 GPU), 'mirrored', 'default'
+    # 'auto' (MirroredStrategy when > 1 GPU), 'mirrored', 'multi_worker' (TF_CONFIG; darts_tf.distribute), 'default';
+    # batch_size is the global batch, split over every replica of every worker
+    strategy: str = "auto"
     export: bool = False  # also write a SavedModel to output_dir/saved_model/1 (TF Serving's base_path/<version>)
     eval_every: int = 1  # evaluate the eval split every N epochs during training (0 = only at the end)
     verbose: int = 1  # fit's progress: 0 silent, 1 progress bar, 2 one line per epoch
 
+    def network_kind(self) -> str:
+        """'nb201' when the genotype is a NAS-Bench-201 cell (``NB201Network``), else 'cnn' (``NetworkCIFAR``)."""
+        if not isinstance(self.genotype, str) or not self.genotype:
+            return "cnn"  # refused by _check_common
+        return gt.as_genotype(self.genotype, TRAIN_GENOTYPE_KINDS).kind
+
     def validate(self) -> "TrainConfig":
-        _check_common(self)
+        nb201 = self.network_kind() == "nb201"
+        _check_common(self, min_layers=1 if nb201 else 3)
+        if nb201:  # NB201Network has neither an auxiliary head nor drop-path (NAS-Bench-201 trains without them)
+            _check(not self.auxiliary and self.drop_path_prob == 0,
+                   f"A NAS-Bench-201 network has no auxiliary head and no drop-path: pass --noauxiliary and "
+                   f"--drop_path_prob=0, or use --preset nb201 (NAS-Bench-201's protocol). Received: "
+                   f"auxiliary={self.auxiliary}, drop_path_prob={self.drop_path_prob}")
         _check(0 <= self.validation_portion < 1,
                f"validation_portion must be in [0, 1) (0 = report the test split). Received: validation_portion={self.validation_portion}")
         _check(self.cutout_length >= 0, f"cutout_length must be >= 0 (0 = off). Received: cutout_length={self.cutout_length}")
@@ -299,36 +320,48 @@ class _RunSpec:
     make_model: Any  # () -> keras.Model (inside the strategy scope)
     make_schedule: Any  # steps_per_epoch -> LearningRateSchedule
     label_smoothing: float = 0.0
+    strategy: Any = None  # the tf.distribute.Strategy (made before any TF op: multi_worker needs that); None: by name
+    write_dir: str = ""  # where this process writes: output_dir, or a non-chief worker's temporary directory
 
 
 def _build(spec: _RunSpec) -> keras.Model:
     """The compiled network in the run's distribution strategy, every weight and optimizer slot built."""
     cfg, source = spec.config, spec.source
-    with make_strategy(cfg.strategy).scope():
+    with (spec.strategy or make_strategy(cfg.strategy)).scope():
         model = spec.make_model()
         model.build((None,) + tuple(source.image_shape))
-        optimizer = keras.optimizers.SGD(spec.make_schedule(source.steps_per_epoch), momentum=cfg.momentum)
+        optimizer = keras.optimizers.SGD(spec.make_schedule(source.steps_per_epoch), momentum=cfg.momentum,
+                                         nesterov=bool(getattr(cfg, "nesterov", False)))
         model.compile(optimizer=optimizer, auxiliary_weight=cfg.auxiliary_weight if cfg.auxiliary else 0.0,
                       weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip or None,
                       label_smoothing=spec.label_smoothing, jit_compile=cfg.jit_compile)
         optimizer.build(model.trainable_variables)
+    distribute.fix_keras_multi_worker(model)
     return model
 
 
 def _restore(cfg, model: keras.Model) -> Dict[str, Any]:
     """The checkpoint's metadata after restoring it with --resume ({} for a fresh run)."""
+    meta: Dict[str, Any] = {}
     if cfg.resume and checkpoint.has_state(cfg.output_dir):
         meta = checkpoint.restore_state(cfg.output_dir, model)
         logging.info("Resuming %s from the end of epoch %d of %d.", cfg.output_dir, int(meta["epochs_done"]), cfg.epochs)
-        return meta
-    if cfg.resume:
+    elif cfg.resume:
         logging.info("No checkpoint in %s: starting from epoch 0.", cfg.output_dir)
-    return {}
+    # every worker of a multi-worker run read the chief's checkpoint (output_dir must be storage they all read)
+    distribute.check_same_epoch(model.distribute_strategy, int(meta.get("epochs_done", 0)), cfg.output_dir)
+    return meta
+
+
+def _sharded(dataset, source: _DataSource, model: keras.Model):
+    """`dataset` as the workers of a multi-worker run split it: in-memory data by batch elements (every worker holds
+    all of it), streamed data by TensorFlow's automatic policy (by files where there are enough)."""
+    return dataset if source.streamed else distribute.shard_by_data(dataset, model.distribute_strategy)
 
 
 def _fit(spec: _RunSpec, model: keras.Model, meta: Dict[str, Any], callbacks) -> EpochScalars:
     """`model.fit` from the checkpoint's epoch to the last, checkpointing every epoch; returns the epoch logger."""
-    cfg, source, files = spec.config, spec.source, RunFiles(spec.config.output_dir)
+    cfg, source, files = spec.config, spec.source, RunFiles(spec.write_dir or spec.config.output_dir)
     initial_epoch, start, wall_before = int(meta.get("epochs_done", 0)), time.time(), float(meta.get("wall_time_s", 0.0))
     scalars = EpochScalars()
     scalars.last_logs = dict(meta.get("last_logs", {}))
@@ -338,11 +371,12 @@ def _fit(spec: _RunSpec, model: keras.Model, meta: Dict[str, Any], callbacks) ->
         return {"wall_time_s": scalars.wall_time(), "last_logs": scalars.last_logs}
 
     if initial_epoch < cfg.epochs:
-        model.fit(source.train_fn(initial_epoch), epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=source.steps_per_epoch, validation_data=source.eval_fn() if cfg.eval_every else None,
+        model.fit(_sharded(source.train_fn(initial_epoch), source, model), epochs=cfg.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=source.steps_per_epoch,
+                  validation_data=_sharded(source.eval_fn(), source, model) if cfg.eval_every else None,
                   validation_freq=max(cfg.eval_every, 1), verbose=cfg.verbose, shuffle=False,
                   callbacks=[NonFiniteGuard(state_path=files.state), FirstStepNotice(), DropPathSchedule(cfg.drop_path_prob, cfg.epochs),
-                             scalars, checkpoint.EpochCheckpoint(cfg.output_dir, extra_fn=extra),
+                             scalars, checkpoint.EpochCheckpoint(files.root, extra_fn=extra),
                              OneRateTensorBoard(files.tensorboard, write_graph=False), *callbacks])
     return scalars
 
@@ -350,7 +384,7 @@ def _fit(spec: _RunSpec, model: keras.Model, meta: Dict[str, Any], callbacks) ->
 def _final_metrics(spec: _RunSpec, model: keras.Model, scalars: EpochScalars) -> Dict[str, Any]:
     """metrics.json: the last epoch's train loss/accuracy and top-1/top-5 on the eval split."""
     cfg, source, split = spec.config, spec.source, spec.source.eval_split
-    final = model.evaluate(source.eval_fn(), return_dict=True, verbose=0)
+    final = model.evaluate(_sharded(source.eval_fn(), source, model), return_dict=True, verbose=0)
     top1, top5 = float(final["accuracy"]), float(final["top5_accuracy"])
     last = scalars.last_logs
     return {"train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"), "eval_split": split,
@@ -362,7 +396,8 @@ def _final_metrics(spec: _RunSpec, model: keras.Model, scalars: EpochScalars) ->
 
 def _write_outputs(spec: _RunSpec, model: keras.Model, metrics: Dict[str, Any]) -> None:
     """model.keras, genotype.json, data_info.json, with --export the SavedModel, and metrics.json last."""
-    cfg, source, split, files = spec.config, spec.source, spec.source.eval_split, RunFiles(spec.config.output_dir)
+    cfg, source, split = spec.config, spec.source, spec.source.eval_split
+    files = RunFiles(spec.write_dir or cfg.output_dir)
     save_model_atomic(model, files.model)
     gt.save_genotype(spec.genotype, files.genotype, metadata={"source": cfg.genotype})
     write_json(files.data_info, {**source.info(), "dataset": cfg.dataset})
@@ -379,17 +414,25 @@ def _write_outputs(spec: _RunSpec, model: keras.Model, metrics: Dict[str, Any]) 
 def _run(spec: _RunSpec, callbacks: Sequence[keras.callbacks.Callback]) -> Dict[str, Any]:
     """The whole run: check the directory, build, restore, fit, evaluate, write the outputs; returns metrics.json."""
     cfg, source = spec.config, spec.source
-    checkpoint.check_run_config(cfg.output_dir, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
-    checkpoint.start_run(cfg.seed)
-    logging.info("Building the network (%d cells, C=%d) ...", cfg.layers, cfg.init_channels)
-    model = _build(spec)
-    check_output_dir(cfg.output_dir, checkpoint.state_size_bytes(model))
-    logging.info("Genotype %s: %.3fM parameters (without the auxiliary head); %d train / %d %s examples, %d steps/epoch.",
-                 cfg.genotype, count_parameters(model) / 1e6, source.train_size, source.eval_size, source.eval_split,
-                 source.steps_per_epoch)
-    scalars = _fit(spec, model, _restore(cfg, model), callbacks)
-    metrics = _final_metrics(spec, model, scalars)
-    _write_outputs(spec, model, metrics)
+    strategy = spec.strategy or make_strategy(cfg.strategy)
+    # The chief writes output_dir; another worker of a multi-worker run writes a temporary directory of its own
+    # (removed at the end) and reads the chief's checkpoint from output_dir.
+    spec = dataclasses.replace(spec, strategy=strategy, write_dir=distribute.worker_write_dir(cfg.output_dir, strategy))
+    try:
+        checkpoint.check_run_config(spec.write_dir, cfg.to_dict(), cfg.resume, ignore=_RESUME_MAY_CHANGE)
+        checkpoint.start_run(cfg.seed)
+        logging.info("Building the network (%d cells, C=%d) under %s ...", cfg.layers, cfg.init_channels,
+                     distribute.describe(strategy))
+        model = _build(spec)
+        check_output_dir(spec.write_dir, checkpoint.state_size_bytes(model))
+        logging.info("Genotype %s: %.3fM parameters (without the auxiliary head); %d train / %d %s examples, %d "
+                     "steps/epoch.", cfg.genotype, count_parameters(model) / 1e6, source.train_size, source.eval_size,
+                     source.eval_split, source.steps_per_epoch)
+        scalars = _fit(spec, model, _restore(cfg, model), callbacks)
+        metrics = _final_metrics(spec, model, scalars)
+        _write_outputs(spec, model, metrics)
+    finally:
+        distribute.remove_worker_dir(spec.write_dir, cfg.output_dir)
     logging.info("%s top-1 error %.2f%%, top-5 error %.2f%% (%d examples); %.2fM params; %.0f s.", source.eval_split,
                  100 * metrics[f"{source.eval_split}_top1_error"], 100 * metrics[f"{source.eval_split}_top5_error"],
                  source.eval_size, metrics["params_M"], metrics["wall_time_s"])
@@ -400,7 +443,7 @@ def check_inputs(config) -> gt.Genotype:
     """What a training refuses before it loads data or writes a file: the config (`TrainConfig` or `ImageNetConfig`),
     the genotype and the output location. Returns the genotype."""
     config.validate()
-    genotype = gt.as_genotype(config.genotype, "cnn")
+    genotype = gt.as_genotype(config.genotype, TRAIN_GENOTYPE_KINDS if isinstance(config, TrainConfig) else "cnn")
     check_output_dir(config.output_dir)
     return genotype
 
@@ -415,22 +458,26 @@ def _load(config, data: Optional[images.ImageData], image_size: int = 0) -> imag
 
 def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
           data: Optional[images.ImageData] = None) -> Dict[str, Any]:
-    """Trains NetworkCIFAR (paper A.2.1) on `data`, or on `config.dataset` when no data is given, and writes the run's
-    artifacts; returns metrics.json. `config.dataset` names the data in the records either way."""
+    """Trains NetworkCIFAR (paper A.2.1), or NB201Network for a NAS-Bench-201 genotype, on `data`, or on
+    `config.dataset` when no data is given, and writes the run's artifacts; returns metrics.json. `config.dataset`
+    names the data in the records either way."""
     genotype = check_inputs(config)
+    strategy = make_strategy(config.strategy)  # before any TF op (multi_worker configures the collectives)
     data = _load(config, data, config.image_size)
     augment = default_augmentation(data.name, data.image_shape, config.flip, config.crop_padding, config.cutout_length)
     source = _in_memory_source(data, config.dataset, config.batch_size, config.epochs, config.seed,
                                config.validation_portion, augment)
 
     def make_model():
+        if genotype.kind == "nb201":  # NAS-Bench-201's skeleton: C = init_channels, N = layers (cells per stage)
+            return NB201Network(genotype, C=config.init_channels, N=config.layers, num_classes=source.num_classes)
         return NetworkCIFAR(genotype, C=config.init_channels, num_classes=source.num_classes, num_layers=config.layers,
                             auxiliary=config.auxiliary, seed=config.seed)
 
     def make_schedule(steps):
         return EpochCosineDecay(config.learning_rate, config.epochs, steps, config.learning_rate_min)
 
-    return _run(_RunSpec(config, genotype, source, make_model, make_schedule), callbacks)
+    return _run(_RunSpec(config, genotype, source, make_model, make_schedule, strategy=strategy), callbacks)
 
 
 def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -438,6 +485,7 @@ def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.C
     """Transfer of a cell to ImageNet (paper A.2.3) or another image dataset (`data` when given, else
     `config.dataset`); returns metrics.json."""
     genotype = check_inputs(config)
+    strategy = make_strategy(config.strategy)  # before any TF op (multi_worker configures the collectives)
     if data is None and is_streamed_dataset(config.dataset):
         logging.info("Opening the streamed dataset %s ...", config.dataset)
         source = _streamed_source(config)
@@ -458,4 +506,22 @@ def train_imagenet(config: ImageNetConfig, callbacks: Sequence[keras.callbacks.C
     def make_schedule(steps):
         return EpochExponentialDecay(config.learning_rate, config.learning_rate_decay, steps)
 
-    return _run(_RunSpec(config, genotype, source, make_model, make_schedule, config.label_smoothing), callbacks)
+    return _run(_RunSpec(config, genotype, source, make_model, make_schedule, config.label_smoothing,
+                         strategy=strategy), callbacks)
+
+
+# Named training settings (``--preset`` of darts-train; the flags given on the command line replace its values).
+# `darts`: the paper's (A.2.1, the TrainConfig defaults). `nb201`: NAS-Bench-201's CIFAR protocol (Dong & Yang, ICLR
+# 2020, sect. 3; D-X-Y/AutoDL-Projects configs/nas-benchmark/hyper-opts/200E.config): 200 epochs of batch 256, SGD
+# with Nesterov momentum 0.9, lr 0.1 cosine-annealed to 0, no warm-up, weight decay 5e-4, softmax cross-entropy; no
+# auxiliary head, drop-path, cutout or gradient clip; random crop (padding 4) and flip (the CIFAR default here).
+# The network is the genotype's: C = init_channels 16, N = layers 5 cells per stage.
+TRAIN_PRESETS = Presets("train")
+register_train_preset = TRAIN_PRESETS.register
+get_train_preset = TRAIN_PRESETS.config
+
+register_train_preset("darts", TrainConfig())
+register_train_preset("nb201", TrainConfig(genotype="ResNet", layers=5, init_channels=16, batch_size=256, epochs=200,
+                                           learning_rate=0.1, learning_rate_min=0.0, momentum=0.9, nesterov=True,
+                                           weight_decay=5e-4, cutout_length=0, drop_path_prob=0.0, auxiliary=False,
+                                           grad_clip=0.0, output_dir="runs/nb201"))

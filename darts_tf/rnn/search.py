@@ -26,8 +26,9 @@ from darts_tf import checkpoint
 from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
 from darts_tf.data.text import (SMOKE, Corpus, batchify, bptt_windows, check_max_vocab, describe_stats, load_corpus,
                                 lm_search_dataset)
+from darts_tf.distribute import SEARCH_STRATEGY_METADATA, check_strategy_name
 from darts_tf.early_stop import check_monitor_flags, monitor_field
-from darts_tf.genotypes import RNN_STEPS
+from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, parse_primitives
 from darts_tf.io_utils import check_output_dir
 from darts_tf.rnn.search_space import RNNSearchNetwork
 from darts_tf.run_files import RunFiles
@@ -45,6 +46,9 @@ class SearchConfig:
     strict_vocab: bool = False  # refuse a valid/test word outside a vocabulary without <unk> (else it becomes <unk>)
     units: int = 300  # embedding = hidden size (emsize = nhid = nhidlast)
     nodes: int = RNN_STEPS  # intermediate nodes of the cell
+    primitives: str = dataclasses.field(default=",".join(RNN_PRIMITIVES), metadata={"help": (
+        "Candidate activations of every edge, comma-separated, in alpha's column order: a subset (at least 2) of "
+        + ", ".join(RNN_PRIMITIVES) + ".")})
     batch_size: int = 256  # train and search-validation batch (the reference batchifies both with it)
     bptt: int = 35
     max_seq_len_delta: int = 20
@@ -79,6 +83,8 @@ class SearchConfig:
     es_start_epoch: int = monitor_field("es_start_epoch")
     seed: int = 3
     jit_compile: bool = False
+    # only 'default' (one device): see check_rnn_strategy
+    strategy: str = dataclasses.field(default="default", metadata=SEARCH_STRATEGY_METADATA)
     deterministic: bool = False
     resume: bool = False
 
@@ -86,11 +92,13 @@ class SearchConfig:
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
         self.bilevel_config()
+        check_rnn_strategy(self.strategy)
         check_monitor_flags(self.to_dict())
         if self.dataset != SMOKE and not self.data_dir:
             raise ValueError(f"--data_dir is required for dataset {self.dataset!r}: a directory with train.txt, "
                              f"valid.txt and test.txt (PTB / WikiText-2 layout); or pass --dataset={SMOKE}.")
         check_max_vocab(self.max_vocab)
+        parse_primitives(self.primitives, RNN_PRIMITIVES)
         for name in ("units", "nodes", "batch_size", "bptt", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1. Received: {name}={getattr(self, name)}")
@@ -111,6 +119,10 @@ class SearchConfig:
         return BilevelConfig(mode=self.arch_mode, xi=self.xi, weight_decay=self.weight_decay,
                              arch_weight_decay=self.arch_weight_decay, grad_clip=self.grad_clip,
                              unrolled_grad_clip=self.grad_clip, exact_recompute=self.exact_recompute)
+
+    @property
+    def primitive_list(self):
+        return parse_primitives(self.primitives, RNN_PRIMITIVES)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,9 +163,22 @@ def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, con
     return dataset.prefetch(tf.data.AUTOTUNE), keep
 
 
+def check_rnn_strategy(strategy: str) -> None:
+    """The RNN search runs on one device: its step is not split over replicas (ValueError naming why otherwise)."""
+    check_strategy_name(strategy)
+    if strategy != "default":
+        raise ValueError(
+            "--strategy must be 'default' for darts-rnn-search: the RNN search carries every batch row's hidden state "
+            "from window to window (one variable, which a distribution strategy keeps identical on every replica, "
+            "while each replica would need its own rows) and draws its dropout masks for the whole batch, so a step "
+            "split over replicas would not be the one-device step. Search on one device; darts-search (the CNN "
+            f"search) takes --strategy. Received: strategy={strategy!r}")
+
+
 def build_search_model(config: SearchConfig, vocab_size: int) -> RNNSearchNetwork:
     """The compiled supernet: SGD lr 20 without momentum for w (window-scaled), Adam for alpha."""
-    model = RNNSearchNetwork(vocab_size, units=config.units, steps=config.nodes, dropout=config.dropout,
+    model = RNNSearchNetwork(vocab_size, units=config.units, steps=config.nodes, primitives=config.primitive_list,
+                             dropout=config.dropout,
                              dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
                              dropoute=config.dropoute, tar_beta=config.tar_beta, seed=config.seed, bptt=config.bptt,
                              bilevel=config.bilevel_config())

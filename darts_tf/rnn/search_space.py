@@ -25,7 +25,7 @@ class RNNSearchCell(RecurrentCellBase):
     ``sum_k softmax(alpha[e])_k * (s_j + c_j (f_k(h_j) - s_j))`` with 'none' contributing 0. BatchNorm without affine
     is applied to s0 and to every node (as the reference, one set of statistics for all of them: batch statistics
     in training; in inference the moving averages, updated once per call with the mean batch moments of the
-    sequence). Output = mean of the ``steps`` intermediate nodes. ``call(..., alpha=[num_search_edges(steps), 5])``.
+    sequence). Output = mean of the ``steps`` intermediate nodes. ``call(..., alpha=[num_search_edges(steps), len(primitives)])``.
     """
 
     def __init__(self, units: int, steps: int = RNN_STEPS, dropoutx: float = 0.0, dropouth: float = 0.0,
@@ -127,7 +127,7 @@ class RNNSearchCell(RecurrentCellBase):
 class RNNSearchNetwork(LanguageModelForward, BilevelSearchModel):
     """The recurrent supernet of the architecture search (paper A.1.2, reference ``RNNModelSearch``).
 
-    alpha [1 + 2 + ... + steps, 5] is initialised to 1e-3 N(0, 1) as the reference; batches are the
+    alpha [1 + 2 + ... + steps, len(primitives)] is initialised to 1e-3 N(0, 1) as the reference; batches are the
     ``{'train': window, 'validation': window}`` dicts of ``darts_tf.data.text.lm_search_dataset``.
     Compile with ``optimizer=SGD(20)`` (no momentum) and ``arch_optimizer=Adam(3e-3, 0.9, 0.999)``.
     With ``bptt`` set, every step runs at learning rate lr * seq_len / bptt (the reference rescales lr per
@@ -138,7 +138,8 @@ class RNNSearchNetwork(LanguageModelForward, BilevelSearchModel):
     # = darts_tf.rnn.search.SearchConfig().bilevel_config(): the reference's RNN architect clips the virtual step too
     default_bilevel = BilevelConfig(weight_decay=5e-7, grad_clip=0.25, unrolled_grad_clip=0.25)
 
-    def __init__(self, vocab_size: int, units: int = 300, steps: int = RNN_STEPS, dropout: float = 0.75,
+    def __init__(self, vocab_size: int, units: int = 300, steps: int = RNN_STEPS,
+                 primitives: Sequence[str] = RNN_PRIMITIVES, dropout: float = 0.75,
                  dropouth: float = 0.25, dropoutx: float = 0.75, dropouti: float = 0.2, dropoute: float = 0.0,
                  tar_beta: float = 1e-3, seed: Optional[int] = None, bptt: Optional[int] = None,
                  bilevel: Optional[BilevelConfig] = None, **kwargs):
@@ -152,14 +153,15 @@ class RNNSearchNetwork(LanguageModelForward, BilevelSearchModel):
         self.tar_beta, self.seed = float(tar_beta), seed
         self._make_layers(self.vocab_size, self.units, dropout, dropouti, dropoute, seed)
         self.cell = RNNSearchCell(self.units, steps=self.steps, dropoutx=dropoutx, dropouth=dropouth,
-                                  seed=child_seed(seed, 3), name="search_cell")
+                                  primitives=primitives, seed=child_seed(seed, 3), name="search_cell")
+        self.primitives = self.cell.primitives  # alpha's columns, in this order
         self._alpha_seed = seed
 
     def build(self, input_shape=None):
         if self.built:
             return
         self._build_layers()
-        self.alpha = self.add_weight(shape=(num_search_edges(self.steps), len(RNN_PRIMITIVES)), name="alpha",
+        self.alpha = self.add_weight(shape=(num_search_edges(self.steps), len(self.primitives)), name="alpha",
                                      initializer=keras.initializers.RandomNormal(stddev=1e-3, seed=self._alpha_seed))
         self.built = True
 
@@ -213,10 +215,12 @@ class RNNSearchNetwork(LanguageModelForward, BilevelSearchModel):
 
     def genotype(self) -> RecurrentGenotype:
         """The discrete cell (k = 1 predecessor per node) from softmax(alpha), as the reference's ``genotype()``."""
-        return derive_from_alphas(self.alphas_numpy(), k=1)  # the one derivation (softmax once, in float64)
+        # the one derivation (softmax once, in float64)
+        return derive_from_alphas(self.alphas_numpy(), primitives=self.primitives, k=1)
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units, "steps": self.steps,
+                "primitives": list(self.primitives),
                 "dropout": self.dropout, "dropouth": self.dropouth, "dropoutx": self.dropoutx,
                 "dropouti": self.dropouti, "dropoute": self.dropoute, "tar_beta": self.tar_beta, "seed": self.seed,
                 "bptt": self.bptt}

@@ -19,7 +19,6 @@ import numpy as np
 from darts_tf import checkpoint
 from darts_tf import task as base
 from darts_tf.data import text
-from darts_tf.genotypes import RNN_PRIMITIVES
 from darts_tf.rnn import export
 from darts_tf.rnn import search as rnn_search
 from darts_tf.rnn import train as rnn_train
@@ -79,7 +78,7 @@ class RNNTask(base.Task):
         return text.Corpus.from_directory(dataset.corpus_dir)
 
     def primitives(self, config: rnn_search.SearchConfig) -> List[str]:
-        return list(RNN_PRIMITIVES)
+        return config.primitive_list
 
     def search_data_settings(self, dataset):
         return {"data_dir": dataset.corpus_dir}

@@ -77,5 +77,5 @@ def test_an_unknown_search_preset_is_one_error_line_exit_2_and_no_output_dir(tmp
     out = tmp_path / "run"
     proc = run_script("darts_tf.cli.search", "--preset=bogus", "--dataset=digits", f"--output_dir={out}")
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert error_lines(proc.stderr) == ["error: Unknown search preset 'bogus'. Known presets: darts, robust."]
+    assert error_lines(proc.stderr) == ["error: Unknown search preset 'bogus'. Known presets: darts, nb201, robust."]
     assert not out.exists()

@@ -41,7 +41,7 @@ def test_a_search_into_a_pipe_logs_its_phases_and_one_line_per_epoch(tmp_path, c
         capsys)
     assert code == 0, err
     assert_in_order(absl_messages(caplog), [
-        "Loading the dataset digits ...", "Building the search network (3 cells, C=4",
+        "Loading the dataset digits ...", "Building the search network (darts, 3 cells, C=4",
         "Starting the first step: it includes tracing the step into a graph", "First step done in "])
     for line in epoch_lines(out, 2):
         assert re.match(r"\d+/\d+ - \d+s - .*loss: ", line), line

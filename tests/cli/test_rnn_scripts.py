@@ -175,14 +175,17 @@ def test_train_script_caps_the_vocabulary_with_max_vocab(corpus_dir, tmp_path, c
 
 
 def test_rnn_random_search_script_writes_what_the_cnn_random_search_writes(tmp_path):
-    """darts-rnn-search --random_search_samples: genotypes sampled from the recurrent space, no training (~6 s)."""
+    """darts-rnn-search --random_search_samples: genotypes sampled from the chosen recurrent space, no training (~6 s)."""
     out = tmp_path / "rs"
     proc = run_module("darts_tf.cli.rnn_search", f"--output_dir={out}", "--dataset=smoke", "--units=8",
-                      "--batch_size=4", "--epochs=1", "--random_search_samples=3", "--seed=4")
+                      "--batch_size=4", "--epochs=1", "--random_search_samples=3", "--seed=4", "--nodes=3",
+                      "--primitives=none,tanh,relu")
     assert proc.stdout.strip().splitlines()[-1] == str(out / "genotype.json")
     outputs = RunFiles(str(out))
     samples = [gt.load_genotype_file(outputs.sample_genotype(i), "rnn") for i in range(3)]
-    assert gt.load_genotype_file(outputs.genotype, "rnn") == samples[0] and len(samples[0].recurrent) == gt.RNN_STEPS
+    assert gt.load_genotype_file(outputs.genotype, "rnn") == samples[0]
+    assert {len(g.recurrent) for g in samples} == {3}  # --nodes and --primitives define the sampled space
+    assert {op for g in samples for op, _ in g.recurrent} <= {"tanh", "relu"}
     assert gt.load_genotype_metadata(outputs.sample_genotype(2)) == {"stage": "random_search", "seed": 4, "sample": 2,
                                                                       "kind": "rnn"}
     with open(outputs.metrics) as f:

@@ -157,3 +157,28 @@ def test_a_corpus_passed_in_takes_no_vocabulary_settings(corpus_dir, tmp_path):
                                          r"strict_vocab=False"):
         run_search(config, corpus=Corpus.from_directory(corpus_dir))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_search_over_chosen_activations_and_nodes_derives_from_them_only(tmp_path):
+    """--primitives/--nodes of darts-rnn-search: alpha gets one column per chosen activation (in the order given), the
+    genotype and the pipeline's primitive list use only them."""
+    from darts_tf.rnn.task import RNNTask
+    config = SearchConfig(output_dir=str(tmp_path / "search"), **{**SMOKE_TINY, "nodes": 3},
+                          primitives="relu,none,identity")
+    result = run_search(config, verbose=0)
+    alpha = np.load(tmp_path / "search" / "alphas.npz")["alpha_recurrent"]
+    assert alpha.shape == (1 + 2 + 3, 3)
+    genotype = gt.load_genotype_file(str(tmp_path / "search" / "genotype.json"), "rnn")
+    assert genotype == result["genotype"] and len(genotype.recurrent) == 3
+    assert genotype == gt.derive_from_alphas({"alpha_recurrent": alpha}, primitives=["relu", "none", "identity"])
+    assert {op for op, _ in genotype.recurrent} <= {"relu", "identity"}
+    assert RNNTask().primitives(config) == ["relu", "none", "identity"]
+
+
+def test_unknown_activations_are_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "search"
+    with pytest.raises(ValueError, match=r"^--primitives must be a comma-separated subset \(at least 2, not only "
+                                         r"'none'\) of none, tanh, relu, sigmoid, identity; unknown gelu\. "
+                                         r"Received: primitives='tanh,gelu'$"):
+        run_search(SearchConfig(output_dir=str(out), **SMOKE_TINY, primitives="tanh,gelu"), verbose=0)
+    assert not out.exists()
