@@ -200,6 +200,7 @@ def test_second_order_modes_in_graph_mode():
     assert _cosine(grads["second_order_exact"], grads["second_order_fd"]) > 0.99
 
 
+@pytest.mark.slow  # ~100 s: every mode's gradients with and without the padding tail
 def test_padding_tail_is_skipped_without_changing_any_gradient():
     """Variable-length windows are padded to bptt + delta; the time loop stops after the last real step. Every
     mode's alpha gradient (the exact one inside tf.function: a second-order gradient through the data-dependent trip
@@ -222,6 +223,7 @@ def test_padding_tail_is_skipped_without_changing_any_gradient():
         np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7, err_msg=mode)
 
 
+@pytest.mark.slow  # ~55 s (both exact variants traced)
 def test_exact_recompute_is_bit_for_bit_the_kept_tape_with_dropout():
     """The exact mode recomputes the virtual step's pass for the Hessian term (lower peak memory); with the search
     network's dropout on, it must draw the same masks as the first pass, so both give the same gradient."""
