@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from darts_tf.guards import SEARCH_RATE_FLAGS, WEIGHT_RATE_FLAGS, check_finite, lower_rate_hint
 from darts_tf import io_utils
+from darts_tf.graph_options import apply_graph_options
 from darts_tf.io_utils import atomic_savez, damaged_message, load_json, load_npz, remove_temporaries, write_json
 from darts_tf.run_files import RunFiles
 
@@ -33,10 +34,12 @@ def start_run(seed: int, deterministic: bool = False) -> None:
     built before. Without the reset, a search run after other models in one process (a notebook, a test
     session, a resumed run) rounds differently from the same search in a fresh process, and Adam on
     near-zero architecture gradients magnifies that into different alphas. The global dtype policy is kept.
+    The traced steps then get darts_tf's Grappler options (``graph_options``: its memory optimizer off).
     """
     policy = keras.mixed_precision.global_policy()
     keras.backend.clear_session(free_memory=False)
     keras.mixed_precision.set_global_policy(policy)
+    apply_graph_options()
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
