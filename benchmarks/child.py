@@ -223,7 +223,7 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
         tf.config.optimizer.set_experimental_options(cfg.grappler_options)
     from darts_tf.graph_options import apply_graph_options
 
-    apply_graph_options(cfg.memory_optimizer)  # after set_experimental_options, which resets it
+    apply_graph_options(cfg.tf_grappler_defaults)  # after set_experimental_options, which resets it
     keras.utils.set_random_seed(0)
     train_function, iterator, build_s = _build(cfg)
     trace_s, times, logs, usage = _time_steps(cfg, train_function, iterator)

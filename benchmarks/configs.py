@@ -42,8 +42,9 @@ class BenchConfig:
     exact_recompute: bool = True  # second_order_exact: recompute the virtual step (False: keep its tape)
     exact_hvp: str = "reverse"  # second_order_exact: "forward" = forward-over-reverse Hessian-vector product
     grappler_options: Optional[Dict[str, bool]] = None  # tf.config.optimizer.set_experimental_options, before tracing
-    # Grappler's memory optimizer (darts_tf.graph_options): off as darts_tf runs since issue 23; True = as before
-    memory_optimizer: bool = False
+    # TensorFlow's Grappler settings (memory optimizer, two rounds) instead of darts_tf's (darts_tf.graph_options: one
+    # round, no memory optimizer, since issue 23): True measures the code as it ran before
+    tf_grappler_defaults: bool = False
     malloc: str = "system"  # the child's malloc (MALLOCS): "tcmalloc" or "jemalloc" are preloaded with LD_PRELOAD
     partial_channels: int = 1  # cnn_search: PC-DARTS' K (1/K of each edge's channels through its mixed op)
     edge_normalization: bool = False  # cnn_search: PC-DARTS' edge normalisation (betas)
@@ -98,8 +99,8 @@ class BenchConfig:
             parts.append("grappler[" + ",".join(f"{k}={int(v)}" for k, v in sorted(self.grappler_options.items())) + "]")
         if self.malloc != "system":
             parts.append(f"malloc[{self.malloc}]")
-        if self.memory_optimizer:
-            parts.append("memopt")
+        if self.tf_grappler_defaults:
+            parts.append("tfgrappler")
         return "/".join(parts)
 
     @property

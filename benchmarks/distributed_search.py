@@ -47,7 +47,7 @@ def measure(cfg: BenchConfig, devices: int) -> Dict[str, Any]:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
     strategy = make_strategy("mirrored" if devices > 1 else "default")
-    apply_graph_options(cfg.memory_optimizer)
+    apply_graph_options(cfg.tf_grappler_defaults)
     keras.utils.set_random_seed(0)
     start = time.perf_counter()
     with strategy.scope():
@@ -57,7 +57,7 @@ def measure(cfg: BenchConfig, devices: int) -> Dict[str, Any]:
     build_s = time.perf_counter() - start
     trace_s, times, logs, usage = _time_steps(cfg, model.train_function, iterator)
     return {"name": f"{cfg.model}_{cfg.arch_mode}_b{cfg.batch_size}_L{cfg.layers}_C{cfg.channels}",
-            "devices": devices, "memory_optimizer": cfg.memory_optimizer, "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
+            "devices": devices, "tf_grappler_defaults": cfg.tf_grappler_defaults, "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
             "loss": logs.get("loss"), **_measurements(cfg, build_s, trace_s, times, usage)}
 
 

@@ -60,8 +60,8 @@ flags.DEFINE_string("config", None, "Instead of the CNN search flags above: any 
                     "BenchConfig fields in JSON (as for benchmarks/run.py --config).")
 flags.DEFINE_string("grappler_options", None, "JSON for tf.config.optimizer.set_experimental_options before tracing, "
                     "e.g. '{\"disable_meta_optimizer\": true}'.")
-flags.DEFINE_bool("memory_optimizer", False, "Run Grappler's memory optimizer (darts_tf turns it off, "
-                  "darts_tf.graph_options; on: as before issue 23).")
+flags.DEFINE_bool("tf_grappler_defaults", False, "TensorFlow's Grappler settings (memory optimizer, two rounds) "
+                  "instead of darts_tf's (one round, no memory optimizer; darts_tf.graph_options): as before issue 23.")
 flags.DEFINE_bool("cprofile", True, "Trace train_step a second time under cProfile and list where Python spends it "
                   "(about doubles the tracing time of this script; the phase times come from the first trace).")
 flags.DEFINE_integer("top", 25, "Python functions to list from cProfile.")
@@ -81,11 +81,11 @@ _CELL = re.compile(r"(?:^|/)cell_(\d+)(?:_\d+)?/")
 def config_from_flags() -> BenchConfig:
     """The configuration to profile: --config, or the CNN search at the size the flags give."""
     if FLAGS.config:
-        return BenchConfig(**{"memory_optimizer": FLAGS.memory_optimizer, **json.loads(FLAGS.config)})
+        return BenchConfig(**{"tf_grappler_defaults": FLAGS.tf_grappler_defaults, **json.loads(FLAGS.config)})
     return BenchConfig("cnn_search", FLAGS.batch_size, FLAGS.mode, jit_compile=FLAGS.jit_compile,
                        mixed_precision=FLAGS.mixed_precision, layers=FLAGS.layers, channels=FLAGS.channels,
                        nodes=FLAGS.nodes, image_size=FLAGS.image_size, num_classes=10,
-                       memory_optimizer=FLAGS.memory_optimizer)
+                       tf_grappler_defaults=FLAGS.tf_grappler_defaults)
 
 
 # ------------------------------------------------------------------------------------------ graph op counts
@@ -303,8 +303,8 @@ def profile(cfg: BenchConfig, log_path: str, grappler_options=None, use_cprofile
         report["grappler_options"] = tf.config.optimizer.get_experimental_options()
         from darts_tf.graph_options import apply_graph_options
 
-        apply_graph_options(cfg.memory_optimizer)  # after set_experimental_options, which resets it
-        report["memory_optimizer"] = cfg.memory_optimizer
+        apply_graph_options(cfg.tf_grappler_defaults)  # after set_experimental_options, which resets it
+        report["tf_grappler_defaults"] = cfg.tf_grappler_defaults
         from benchmarks.child import BUILDERS, sync
 
         keras.utils.set_random_seed(0)

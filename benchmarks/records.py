@@ -95,7 +95,7 @@ def base_record(cfg: BenchConfig, status: str, reason: Optional[str], load_start
             "data": cfg.data, "shape": cfg.shape(),
             "exact_recompute": cfg.exact_recompute if cfg.arch_mode == "second_order_exact" else None,
             "exact_hvp": cfg.exact_hvp if cfg.arch_mode == "second_order_exact" else None,
-            "grappler_options": cfg.grappler_options, "memory_optimizer": cfg.memory_optimizer, "malloc": cfg.malloc,
+            "grappler_options": cfg.grappler_options, "tf_grappler_defaults": cfg.tf_grappler_defaults, "malloc": cfg.malloc,
             "partial_channels": cfg.partial_channels, "edge_normalization": cfg.edge_normalization,
             "status": status, "reason": reason,
             "warmup_iters": cfg.warmup, "timed_iters": cfg.iters, "build_s": None, "trace_compile_s": None, "step_s": None,
@@ -120,8 +120,8 @@ def _mode_label(r: Dict[str, Any]) -> str:
         mode += " (grappler: " + ", ".join(f"{k}={v}" for k, v in sorted(r["grappler_options"].items())) + ")"
     if r.get("malloc", "system") != "system":
         mode += f" ({r['malloc']})"
-    if r.get("memory_optimizer"):  # records before issue 23 lack the key (they ran it): no label
-        mode += " (memory optimizer on)"
+    if r.get("tf_grappler_defaults"):  # records before issue 23 lack the key (they ran them): no label
+        mode += " (TF's Grappler defaults)"
     if r.get("partial_channels", 1) != 1:
         mode += f" (PC K={r['partial_channels']})"
     if r.get("edge_normalization"):

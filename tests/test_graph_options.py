@@ -1,4 +1,5 @@
-"""darts_tf.graph_options: Grappler's memory optimizer is off for the traced steps unless asked for (issue 23)."""
+"""darts_tf.graph_options: the traced steps run one round of Grappler without its memory optimizer unless TensorFlow's
+defaults are asked for (issue 23)."""
 
 import os
 import subprocess
@@ -11,38 +12,40 @@ from darts_tf import checkpoint, graph_options
 
 RewriterConfig = rewriter_config_pb2.RewriterConfig
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OURS = (RewriterConfig.NO_MEM_OPT, RewriterConfig.ONE)
+TENSORFLOWS = (RewriterConfig.DEFAULT_MEM_OPT, RewriterConfig.DEFAULT_NUM_ITERS)
 
 
-def memory_setting():
-    return graph_options.function_config().graph_options.rewrite_options.memory_optimization
+def settings(config=None):
+    rewrite = (config or graph_options.function_config()).graph_options.rewrite_options
+    return rewrite.memory_optimization, rewrite.meta_optimizer_iterations
 
 
 def test_apply_sets_the_function_call_config(monkeypatch):
-    monkeypatch.delenv(graph_options.MEMORY_OPTIMIZER_ENV, raising=False)
+    monkeypatch.delenv(graph_options.DEFAULTS_ENV, raising=False)
     try:
-        assert graph_options.apply_graph_options(memory_optimizer=True).graph_options.rewrite_options \
-            .memory_optimization == RewriterConfig.DEFAULT_MEM_OPT
-        assert memory_setting() == RewriterConfig.DEFAULT_MEM_OPT
+        assert settings(graph_options.apply_graph_options(tensorflow_defaults=True)) == TENSORFLOWS
+        assert settings() == TENSORFLOWS
         graph_options.apply_graph_options()
-        assert memory_setting() == RewriterConfig.NO_MEM_OPT
-        monkeypatch.setenv(graph_options.MEMORY_OPTIMIZER_ENV, "1")
+        assert settings() == OURS
+        monkeypatch.setenv(graph_options.DEFAULTS_ENV, "1")
         graph_options.apply_graph_options()
-        assert memory_setting() == RewriterConfig.DEFAULT_MEM_OPT
+        assert settings() == TENSORFLOWS
     finally:
-        graph_options.apply_graph_options(memory_optimizer=False)
+        graph_options.apply_graph_options(tensorflow_defaults=False)
 
 
 def test_start_run_applies_it(monkeypatch):
-    monkeypatch.delenv(graph_options.MEMORY_OPTIMIZER_ENV, raising=False)
-    graph_options.apply_graph_options(memory_optimizer=True)
+    monkeypatch.delenv(graph_options.DEFAULTS_ENV, raising=False)
+    graph_options.apply_graph_options(tensorflow_defaults=True)
     checkpoint.start_run(0)
-    assert memory_setting() == RewriterConfig.NO_MEM_OPT
+    assert settings() == OURS
 
 
 def test_bad_environment_value_names_the_choices(monkeypatch):
-    monkeypatch.setenv(graph_options.MEMORY_OPTIMIZER_ENV, "sometimes")
-    with pytest.raises(ValueError, match=r"DARTS_TF_GRAPPLER_MEMORY_OPTIMIZER must be 1/true/yes/on .* or 0/false/no/off "
-                                         r".*Received: DARTS_TF_GRAPPLER_MEMORY_OPTIMIZER='sometimes'"):
+    monkeypatch.setenv(graph_options.DEFAULTS_ENV, "sometimes")
+    with pytest.raises(ValueError, match=r"DARTS_TF_GRAPPLER_DEFAULTS must be 1/true/yes/on \(TensorFlow's Grappler "
+                                         r"settings.* or 0/false/no/off .*Received: DARTS_TF_GRAPPLER_DEFAULTS='sometimes'"):
         graph_options.apply_graph_options()
 
 
@@ -58,15 +61,16 @@ print("FIT_DONE", file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("wanted", [False, True])
-def test_grappler_skips_the_pass_in_a_keras_fit(wanted):
-    """TensorFlow's own log of Grappler's passes for Keras' train function: no memory_optimizer line by default."""
+@pytest.mark.parametrize("tensorflow_defaults", [False, True])
+def test_grappler_log_of_a_keras_fit(tensorflow_defaults):
+    """TensorFlow's own log of Grappler's passes for Keras' train function: by default one round (each pass once) and
+    no memory_optimizer; with DARTS_TF_GRAPPLER_DEFAULTS=1 two rounds and the memory optimizer."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "meta_optimizer=1",
-           graph_options.MEMORY_OPTIMIZER_ENV: "1" if wanted else "0", "PYTHONPATH": REPO}
+           graph_options.DEFAULTS_ENV: "1" if tensorflow_defaults else "0", "PYTHONPATH": REPO}
     run = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     log = run.stderr
     start = log.index("Starting optimization for grappler item: __inference_multi_step_on_iterator")
     item = log[start:log.index("FIT_DONE")].split("Starting optimization for grappler item:")[1]
-    assert "remapper" in item  # Grappler did optimise the train function
-    assert ("memory_optimizer" in item) == wanted
+    assert ("memory_optimizer:" in item) == tensorflow_defaults
+    assert item.count("remapper:") == (2 if tensorflow_defaults else 1)  # the passes of each round
