@@ -24,6 +24,7 @@ from darts_tf.io_utils import check_output_dir, copy_tree
 from darts_tf.presets import Presets
 from darts_tf.search import run_bilevel_search
 from darts_tf.cnn.nb201_lookup import LOOKUP_FLAG_METADATA
+from darts_tf.cnn.search_space import build_cnn_search_network, check_partial_channels
 
 SEARCH_SPACES = ("darts", "nb201")  # --search_space: DARTS' cells, NAS-Bench-201's (darts_tf.cnn.nb201)
 
@@ -134,14 +135,7 @@ class SearchConfig:
         if self.nodes < 1:
             raise ValueError(f"--nodes must be >= 1. Received: nodes={self.nodes}")
         gt.parse_primitives(self.primitives, gt.CNN_PRIMITIVES)
-        if isinstance(self.partial_channels, bool) or not isinstance(self.partial_channels, int) \
-                or self.partial_channels < 1:
-            raise ValueError(f"--partial_channels must be an integer >= 1 (1: every channel through the mixed op). "
-                             f"Received: partial_channels={self.partial_channels!r}")
-        if self.init_channels % self.partial_channels:
-            raise ValueError(f"--partial_channels must divide --init_channels (then it divides every cell's channel "
-                             f"count too: C, 2C, 4C). Received: partial_channels={self.partial_channels}, "
-                             f"init_channels={self.init_channels}")
+        check_partial_channels(self.partial_channels, self.init_channels, flags=True)
         if not 0.0 < self.train_portion < 1.0:
             raise ValueError(f"--train_portion must be in (0, 1): the share of the training split that trains the "
                              f"weights (the rest trains alpha). Received: train_portion={self.train_portion}")
@@ -197,8 +191,6 @@ class SearchConfig:
 
 def build_search_model(config: SearchConfig, input_shape, num_classes: int, steps_per_epoch: int):
     """The compiled supernet with the paper's optimisers (SGD + cosine for w, Adam for alpha)."""
-    from darts_tf.cnn.search_space import build_cnn_search_network
-
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     if config.search_space == "nb201":

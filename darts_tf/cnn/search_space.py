@@ -102,11 +102,16 @@ class MixedOp(layers.Layer):
                 "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip, "partial_channels": self.partial_channels}
 
 
-def check_partial_channels(partial_channels, C: int) -> None:
-    """A ValueError unless `partial_channels` (K) is an integer >= 1 that divides the channel count `C`."""
+def check_partial_channels(partial_channels, C: int, flags: bool = False) -> None:
+    """A ValueError unless `partial_channels` (K) is an integer >= 1 that divides the channel count `C`; with `flags`
+    the message names the command-line flags (`C` is then --init_channels)."""
+    dash = "--" if flags else ""
     if isinstance(partial_channels, bool) or not isinstance(partial_channels, (int, np.integer)) or partial_channels < 1:
-        raise ValueError(f"partial_channels must be an integer >= 1 (1: every channel through the mixed op). "
+        raise ValueError(f"{dash}partial_channels must be an integer >= 1 (1: every channel through the mixed op). "
                          f"Received: partial_channels={partial_channels!r}")
+    if C % partial_channels and flags:
+        raise ValueError(f"--partial_channels must divide --init_channels (then it divides every cell's channel count "
+                         f"too: C, 2C, 4C). Received: partial_channels={partial_channels}, init_channels={C}")
     if C % partial_channels:
         raise ValueError(f"partial_channels must divide the channel count of every mixed op. Received: "
                          f"partial_channels={partial_channels}, C={C}")
