@@ -205,6 +205,20 @@ def _measurements(cfg: BenchConfig, build_s: float, trace_s: float, times: List[
     return fields
 
 
+def configure_grappler(cfg: BenchConfig, grappler_options: Optional[Dict[str, bool]] = None) -> None:
+    """The Grappler settings `cfg` measures with: its ``grappler_options`` (or `grappler_options`) through
+    ``tf.config.optimizer.set_experimental_options``, then darts_tf's settings or, with ``tf_grappler_defaults``,
+    TensorFlow's (``darts_tf.graph_options``; after set_experimental_options, which resets them)."""
+    import tensorflow as tf
+
+    from darts_tf.graph_options import apply_graph_options
+
+    options = grappler_options or cfg.grappler_options
+    if options:
+        tf.config.optimizer.set_experimental_options(options)
+    apply_graph_options(cfg.tf_grappler_defaults)
+
+
 def run_child(cfg: BenchConfig) -> Dict[str, Any]:
     """Builds, traces and times `cfg` in this process; returns its record."""
     load_start = load_avg()
@@ -219,11 +233,7 @@ def run_child(cfg: BenchConfig) -> Dict[str, Any]:
     device = _device_name(tf, gpus)
     if cfg.mixed_precision and not gpus:
         return base_record(cfg, "skipped", MIXED_PRECISION_ON_CPU, load_start, env, device)
-    if cfg.grappler_options:
-        tf.config.optimizer.set_experimental_options(cfg.grappler_options)
-    from darts_tf.graph_options import apply_graph_options
-
-    apply_graph_options(cfg.tf_grappler_defaults)  # after set_experimental_options, which resets it
+    configure_grappler(cfg)
     keras.utils.set_random_seed(0)
     train_function, iterator, build_s = _build(cfg)
     trace_s, times, logs, usage = _time_steps(cfg, train_function, iterator)

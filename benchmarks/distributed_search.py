@@ -40,14 +40,13 @@ def measure(cfg: BenchConfig, devices: int) -> Dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from benchmarks.child import BUILDERS, _measurements, _time_steps
+    from benchmarks.child import BUILDERS, _measurements, _time_steps, configure_grappler
     from darts_tf.distribute import make_strategy
-    from darts_tf.graph_options import apply_graph_options
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
     strategy = make_strategy("mirrored" if devices > 1 else "default")
-    apply_graph_options(cfg.tf_grappler_defaults)
+    configure_grappler(cfg)
     keras.utils.set_random_seed(0)
     start = time.perf_counter()
     with strategy.scope():
@@ -57,7 +56,8 @@ def measure(cfg: BenchConfig, devices: int) -> Dict[str, Any]:
     build_s = time.perf_counter() - start
     trace_s, times, logs, usage = _time_steps(cfg, model.train_function, iterator)
     return {"name": f"{cfg.model}_{cfg.arch_mode}_b{cfg.batch_size}_L{cfg.layers}_C{cfg.channels}",
-            "devices": devices, "tf_grappler_defaults": cfg.tf_grappler_defaults, "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
+            "devices": devices, "tf_grappler_defaults": cfg.tf_grappler_defaults,
+            "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
             "loss": logs.get("loss"), **_measurements(cfg, build_s, trace_s, times, usage)}
 
 

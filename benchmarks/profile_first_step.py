@@ -298,14 +298,11 @@ def profile(cfg: BenchConfig, log_path: str, grappler_options=None, use_cprofile
         (tf, keras), import_s = timed(_import_libraries)
         report["env"] = environment(tf.__version__, keras.__version__)
         report["device"] = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-        if grappler_options:
-            tf.config.optimizer.set_experimental_options(grappler_options)
-        report["grappler_options"] = tf.config.optimizer.get_experimental_options()
-        from darts_tf.graph_options import apply_graph_options
+        from benchmarks.child import BUILDERS, configure_grappler, sync
 
-        apply_graph_options(cfg.tf_grappler_defaults)  # after set_experimental_options, which resets it
+        configure_grappler(cfg, grappler_options)
+        report["grappler_options"] = tf.config.optimizer.get_experimental_options()
         report["tf_grappler_defaults"] = cfg.tf_grappler_defaults
-        from benchmarks.child import BUILDERS, sync
 
         keras.utils.set_random_seed(0)
         (model, dataset), build_s = timed(lambda: BUILDERS[cfg.model](cfg))

@@ -34,7 +34,7 @@ def start_run(seed: int, deterministic: bool = False) -> None:
     built before. Without the reset, a search run after other models in one process (a notebook, a test
     session, a resumed run) rounds differently from the same search in a fresh process, and Adam on
     near-zero architecture gradients magnifies that into different alphas. The global dtype policy is kept.
-    The traced steps then get darts_tf's Grappler options (``graph_options``: its memory optimizer off).
+    The traced steps then get darts_tf's Grappler options (``graph_options``: one round, no memory optimizer).
     """
     policy = keras.mixed_precision.global_policy()
     keras.backend.clear_session(free_memory=False)

@@ -8,12 +8,12 @@ and nothing here marks any; swapping only to relieve a GPU's memory) and rewrite
 in-place accumulations, which can lower the peak memory. Grappler also runs its whole list of passes twice; the
 second round found almost nothing left to do on these graphs (14 of 65k nodes, 20% of Grappler's time at L8 C8).
 So by default darts_tf runs Grappler once, without the memory optimizer: the traced step is the same computation
-and its first call comes sooner; the peak-memory cost is measured in benchmarks/RESULTS.md ("Grappler: one round,
-no memory optimizer"). ``DARTS_TF_GRAPPLER_DEFAULTS=1`` in the environment brings TensorFlow's defaults back (e.g.
+and its first call comes sooner; its effect on the peak memory (measured lower, not higher) and on the step time is in
+benchmarks/RESULTS.md ("Grappler: one round, no memory optimizer"). ``DARTS_TF_GRAPPLER_DEFAULTS=1`` in the environment brings TensorFlow's defaults back (e.g.
 for a GPU whose memory a run overflows).
 
-TensorFlow has no public switch for it: ``tf.config.optimizer.set_experimental_options`` has no key for
-``memory_optimization``. What the runtime hands Grappler for a ``tf.function`` call is the ConfigProto of the eager
+TensorFlow has no public switch for the memory optimizer: ``tf.config.optimizer.set_experimental_options`` has no
+key for ``memory_optimization``. What the runtime hands Grappler for a ``tf.function`` call is the ConfigProto of the eager
 context's function-call options (``context.function_call_options``), which is where ``apply_graph_options`` sets it;
 the options are per thread (set them in the thread that runs the steps, as every trainer does through
 ``checkpoint.start_run``) and ``set_experimental_options`` resets them (apply again after it).

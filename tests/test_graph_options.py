@@ -45,7 +45,8 @@ def test_start_run_applies_it(monkeypatch):
 def test_bad_environment_value_names_the_choices(monkeypatch):
     monkeypatch.setenv(graph_options.DEFAULTS_ENV, "sometimes")
     with pytest.raises(ValueError, match=r"DARTS_TF_GRAPPLER_DEFAULTS must be 1/true/yes/on \(TensorFlow's Grappler "
-                                         r"settings.* or 0/false/no/off .*Received: DARTS_TF_GRAPPLER_DEFAULTS='sometimes'"):
+                                         r"settings.* or 0/false/no/off "
+                                         r".*Received: DARTS_TF_GRAPPLER_DEFAULTS='sometimes'"):
         graph_options.apply_graph_options()
 
 

@@ -109,12 +109,12 @@ def check_partial_channels(partial_channels, C: int, flags: bool = False) -> Non
     if isinstance(partial_channels, bool) or not isinstance(partial_channels, (int, np.integer)) or partial_channels < 1:
         raise ValueError(f"{dash}partial_channels must be an integer >= 1 (1: every channel through the mixed op). "
                          f"Received: partial_channels={partial_channels!r}")
-    if C % partial_channels and flags:
-        raise ValueError(f"--partial_channels must divide --init_channels (then it divides every cell's channel count "
-                         f"too: C, 2C, 4C). Received: partial_channels={partial_channels}, init_channels={C}")
     if C % partial_channels:
-        raise ValueError(f"partial_channels must divide the channel count of every mixed op. Received: "
-                         f"partial_channels={partial_channels}, C={C}")
+        raise ValueError(
+            f"--partial_channels must divide --init_channels (then it divides every cell's channel count too: C, 2C, "
+            f"4C). Received: partial_channels={partial_channels}, init_channels={C}" if flags else
+            f"partial_channels must divide the channel count of every mixed op. Received: "
+            f"partial_channels={partial_channels}, C={C}")
 
 
 def channel_shuffle(x, groups: int):
