@@ -32,6 +32,17 @@ def replicas_in_step() -> int:
     return 1 if context is None else int(context.num_replicas_in_sync)
 
 
+def replica_rows(full, local_batch):
+    """This replica's rows of `full`, a per-row tensor drawn for the global batch ([R * local_batch, ...]) alike on
+    every replica: rows [r * local_batch, (r + 1) * local_batch) on replica r, the rows of the global batch that
+    replica r holds (``experimental_distribute_dataset`` splits a batch into R contiguous shares). `full` unchanged
+    with one replica. How a random per-row draw (a dropout mask) is the one-device draw on the global batch."""
+    if replicas_in_step() == 1:
+        return full
+    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+    return full[replica * local_batch:(replica + 1) * local_batch]
+
+
 def replica_mean(values: Sequence[tf.Tensor]) -> List[tf.Tensor]:
     """The mean over the replicas of each per-replica value (one batched all-reduce; unchanged with one replica).
 

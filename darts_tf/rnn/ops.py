@@ -37,7 +37,7 @@ from keras import ops
 
 from darts_tf.bilevel import TRAIN, VALIDATION
 from darts_tf.genotypes import RNN_STEPS
-from darts_tf.numerics import at_least_float32
+from darts_tf.numerics import at_least_float32, replica_rows, replicas_in_step
 
 INIT_RANGE = 0.04  # the reference's uniform(-0.04, 0.04) initialisation of every recurrent matrix
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm1d defaults, as the reference search cell
@@ -72,7 +72,15 @@ def variational_mask(shape, rate: float, seed_generator, dtype="float32"):
     return ops.cast(noise < keep, dtype) / keep
 
 
-def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_padding: bool = True):
+def row_masks(batch, units: int, rate: float, seed_generator, dtype="float32"):
+    """``variational_mask`` of shape [batch, units], one row per batch row. In a step of R replicas every replica draws
+    the mask of the global batch ([R * batch, units], the same draw on each: the seed state is mirrored) and keeps its
+    own rows (``numerics.replica_rows``), so that the distributed step masks every row as the one-device step does."""
+    return replica_rows(variational_mask((batch * replicas_in_step(), units), rate, seed_generator, dtype), batch)
+
+
+def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_padding: bool = True,
+                   unroll: bool = False):
     """The time loop: ``h_t = m_t * h_new + (1 - m_t) * h_{t-1}`` with ``h_new, aux_inc = step_fn(x_proj_t, h_{t-1})``.
 
     ``x_proj`` [T, B, K] and ``step_mask`` [T, B, 1] are time-major; ``aux`` accumulators (e.g. BatchNorm moments)
@@ -83,8 +91,14 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
     steps. The tail's states are the last real state, as the mask would have made them. (A per-step ``tf.cond``
     did the same before; TF 2.21 cannot take the second-order gradient of a cond inside a while loop, which the
     exact unrolled mode needs, while a data-dependent trip count differentiates twice.)
+    With `unroll` the steps are a Python loop over the static T instead, every step run (the padded ones leave the
+    state and the accumulators exactly unchanged): what a step of several replicas needs, whose synchronised BatchNorm
+    all-reduces inside every time step, which TensorFlow's distribution strategies cannot do inside a while loop
+    ("merge_call called while defining a new graph", or collectives captured in the loop's gradient).
     Returns (states [T, B, H], last state [B, H], aux).
     """
+    if unroll:
+        return _unrolled_recurrence(step_fn, x_proj, step_mask, h0, aux0)
     steps = x_proj.shape[0]
     if steps is None:
         steps = tf.shape(x_proj)[0]
@@ -117,6 +131,23 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
         states = tf.where(written, states, h_last[None])
     states.set_shape([x_proj.shape[0]] + list(h0.shape))
     return states, h_last, aux
+
+
+def _unrolled_recurrence(step_fn, x_proj, step_mask, h0, aux0):
+    """``run_recurrence``'s loop in Python over the T static steps (the same arithmetic per step)."""
+    steps = x_proj.shape[0]
+    if steps is None:
+        raise ValueError("The recurrence runs unrolled under a distribution strategy and needs a static number of time "
+                         "steps: give the windows a fixed length (darts_tf.data.text pads every window to max_len).")
+    h, aux, states = h0, tuple(aux0), []
+    for t in range(steps):
+        m = step_mask[t]
+        h_new, aux_inc = step_fn(x_proj[t], h)
+        h = m * h_new + (1.0 - m) * h
+        weight = tf.reduce_mean(m)
+        aux = tuple(a + weight * inc for a, inc in zip(aux, aux_inc))
+        states.append(h)
+    return tf.stack(states), h, aux
 
 
 class RecurrentCellBase(keras.layers.Layer):
@@ -180,9 +211,9 @@ class RecurrentCellBase(keras.layers.Layer):
         batch = ops.shape(inputs)[0]
         x_mask = h_mask = None
         if training and self.dropoutx > 0:
-            x_mask = variational_mask((batch, self.input_dim), self.dropoutx, self.seed_generator, inputs.dtype)
+            x_mask = row_masks(batch, self.input_dim, self.dropoutx, self.seed_generator, inputs.dtype)
         if training and self.dropouth > 0:
-            h_mask = variational_mask((batch, self.units), self.dropouth, self.seed_generator, inputs.dtype)
+            h_mask = row_masks(batch, self.units, self.dropouth, self.seed_generator, inputs.dtype)
         x = inputs if x_mask is None else inputs * x_mask[:, None, :]
         # The input half of node 0's map does not depend on the recurrence: one matmul for all time steps.
         x_proj = ops.einsum("btd,dk->tbk", x, self.w0[: self.input_dim])
@@ -194,7 +225,8 @@ class RecurrentCellBase(keras.layers.Layer):
             return self._nodes(self._init_state(x_proj_t, h_prev, h_mask), h_mask, training, **cell_args)
 
         states, last, aux = run_recurrence(step, x_proj, mask_tm, ops.cast(hidden, inputs.dtype),
-                                              self._initial_aux(training), skip_padding=self.skip_padding)
+                                              self._initial_aux(training), skip_padding=self.skip_padding,
+                                              unroll=replicas_in_step() > 1)
         real_steps = ops.maximum(ops.sum(mask_tm) / ops.cast(batch, mask_tm.dtype), 1.0)
         self._finish_aux(aux, training, real_steps)
         return ops.transpose(states, (1, 0, 2)), last
@@ -280,9 +312,25 @@ class TiedEmbedding(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="darts_tf")
+class LockedDropout(keras.layers.Dropout):
+    """Keras' ``Dropout`` with the noise shape [B, 1, units] (its variables, seed and one-device draws unchanged); in a
+    step of R replicas each replica takes its rows of the mask drawn for the global batch (``numerics.replica_rows``),
+    which Keras' layer would draw for the replica's share alone, alike on every replica."""
+
+    def call(self, inputs, training=False):
+        replicas = replicas_in_step()
+        if not training or self.rate == 0 or replicas == 1:
+            return super().call(inputs, training=training)
+        batch = ops.shape(inputs)[0]
+        scaled_keep = keras.random.dropout(ops.ones((batch * replicas, 1, ops.shape(inputs)[-1]), dtype=inputs.dtype),
+                                           self.rate, seed=self.seed_generator)  # Keras' draw for the global batch
+        return inputs * replica_rows(scaled_keep, batch)
+
+
 def locked_dropout(rate: float, units: int, seed: Optional[int], name: str) -> keras.layers.Dropout:
     """Variational (locked) dropout over [B, T, units]: one mask per sequence, shared by all time steps."""
-    return keras.layers.Dropout(rate, noise_shape=(None, 1, units), seed=seed, name=name)
+    return LockedDropout(rate, noise_shape=(None, 1, units), seed=seed, name=name)
 
 
 def child_seed(seed: Optional[int], offset: int) -> Optional[int]:
@@ -299,8 +347,12 @@ class CarriedHiddenState:
 
     def __init__(self, units: int, streams: Sequence[str]):
         self.units = int(units)
+        # ON_READ: under a distribution strategy each replica keeps its own rows (its value is never all-reduced;
+        # MEAN only makes a cross-replica reset set every replica's copy); a plain variable without one
         self._vars = {s: tf.Variable(tf.zeros([0, self.units]), shape=tf.TensorShape([None, self.units]),
-                                     trainable=False, name=f"carried_hidden_{s}") for s in streams}
+                                     trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                                     aggregation=tf.VariableAggregation.MEAN, name=f"carried_hidden_{s}")
+                      for s in streams}
 
     def read(self, stream: str, tokens, start=None):
         var = self._vars[stream]
@@ -315,7 +367,8 @@ class CarriedHiddenState:
         self._vars[stream].assign(tf.stop_gradient(tf.cast(value, tf.float32)))
 
     def reset(self, stream: Optional[str] = None, batch_size: int = 0) -> None:
-        """Zeros; give the batch size before an XLA-compiled ``fit`` (XLA cannot change a variable's shape)."""
+        """Zeros; give the batch size before an XLA-compiled ``fit`` (XLA cannot change a variable's shape): under a
+        distribution strategy, each replica's share of the global batch."""
         for s in ([stream] if stream else list(self._vars)):
             self._vars[s].assign(tf.zeros([batch_size, self.units]))
 

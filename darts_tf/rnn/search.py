@@ -23,10 +23,10 @@ import tensorflow as tf
 from absl import logging
 
 from darts_tf import checkpoint
-from darts_tf.bilevel import FLAG_METADATA, BilevelConfig
+from darts_tf.bilevel import FLAG_METADATA, BilevelConfig, check_replica_batch
 from darts_tf.data.text import (SMOKE, Corpus, batchify, bptt_windows, check_max_vocab, describe_stats, load_corpus,
                                 lm_search_dataset)
-from darts_tf.distribute import SEARCH_STRATEGY_METADATA, check_strategy_name
+from darts_tf.distribute import SEARCH_STRATEGY_METADATA, check_strategy_name, describe, make_strategy
 from darts_tf.early_stop import check_monitor_flags, monitor_field
 from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, parse_primitives
 from darts_tf.io_utils import check_output_dir
@@ -83,7 +83,7 @@ class SearchConfig:
     es_start_epoch: int = monitor_field("es_start_epoch")
     seed: int = 3
     jit_compile: bool = False
-    # only 'default' (one device): see check_rnn_strategy
+    # default, mirrored or auto (one machine): see check_rnn_strategy
     strategy: str = dataclasses.field(default="default", metadata=SEARCH_STRATEGY_METADATA)
     deterministic: bool = False
     resume: bool = False
@@ -149,10 +149,19 @@ def search_windows_per_epoch(n_steps: int, bptt: int, seed: int, epochs: int, ma
     return min(counts), max(counts)
 
 
+def per_row_scalars(window: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """A window dict with its scalars (``seq_len``, ``start``: the same for every row) repeated per row, [B]: a
+    distribution strategy splits every entry of a batch along its first axis into the replicas' shares, and a scalar
+    has none. The readers take the first entry (``CarriedHiddenState.read``, ``RNNSearchNetwork.train_step``)."""
+    batch = tf.shape(window["inputs"])[0]
+    return {k: tf.fill([batch], v) if v.shape.rank == 0 else v for k, v in window.items()}
+
+
 def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, config: SearchConfig,
-                       initial_epoch: int = 0) -> Tuple[tf.data.Dataset, int]:
+                       initial_epoch: int = 0, replicas: int = 1) -> Tuple[tf.data.Dataset, int]:
     """``lm_search_dataset`` for epochs initial_epoch..epochs-1 with each epoch cut to the same number of real
-    windows (no empty padding windows); returns (dataset, steps_per_epoch)."""
+    windows (no empty padding windows); returns (dataset, steps_per_epoch). With several `replicas` every entry of a
+    window has the batch axis first (``per_row_scalars``)."""
     keep, padded = search_windows_per_epoch(train_batched.shape[1], config.bptt, config.seed, config.epochs,
                                             config.max_seq_len_delta)
     dataset, steps = lm_search_dataset(train_batched, valid_batched, config.bptt, seed=config.seed,
@@ -160,23 +169,26 @@ def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, con
                                        max_seq_len_delta=config.max_seq_len_delta)
     assert steps == padded, (steps, padded)
     dataset = dataset.enumerate().filter(lambda i, _: i % padded < keep).map(lambda _, window: window)
+    if replicas > 1:
+        dataset = dataset.map(lambda window: {stream: per_row_scalars(w) for stream, w in window.items()})
     return dataset.prefetch(tf.data.AUTOTUNE), keep
 
 
 def check_rnn_strategy(strategy: str) -> None:
-    """The RNN search runs on one device: its step is not split over replicas (ValueError naming why otherwise)."""
+    """The RNN search runs on the devices of one machine ('default', 'mirrored', 'auto'); 'multi_worker' is refused
+    (ValueError naming why and what to use)."""
     check_strategy_name(strategy)
-    if strategy != "default":
+    if strategy == "multi_worker":
         raise ValueError(
-            "--strategy must be 'default' for darts-rnn-search: the RNN search carries every batch row's hidden state "
-            "from window to window (one variable, which a distribution strategy keeps identical on every replica, "
-            "while each replica would need its own rows) and draws its dropout masks for the whole batch, so a step "
-            "split over replicas would not be the one-device step. Search on one device; darts-search (the CNN "
-            f"search) takes --strategy. Received: strategy={strategy!r}")
+            "--strategy=multi_worker is not available for darts-rnn-search: every batch row is a stream whose hidden "
+            "state is carried from window to window, so each worker would need the same rows of every window, while "
+            "TensorFlow's multi-worker input sharding hands the workers whole windows. Search on the devices of one "
+            f"machine with --strategy=mirrored (or auto). Received: strategy={strategy!r}")
 
 
-def build_search_model(config: SearchConfig, vocab_size: int) -> RNNSearchNetwork:
-    """The compiled supernet: SGD lr 20 without momentum for w (window-scaled), Adam for alpha."""
+def build_search_model(config: SearchConfig, vocab_size: int, replicas: int = 1) -> RNNSearchNetwork:
+    """The compiled supernet: SGD lr 20 without momentum for w (window-scaled), Adam for alpha; under a strategy of
+    `replicas` replicas, built in its scope."""
     model = RNNSearchNetwork(vocab_size, units=config.units, steps=config.nodes, primitives=config.primitive_list,
                              dropout=config.dropout,
                              dropouth=config.dropouth, dropoutx=config.dropoutx, dropouti=config.dropouti,
@@ -187,7 +199,8 @@ def build_search_model(config: SearchConfig, vocab_size: int) -> RNNSearchNetwor
                   arch_optimizer=keras.optimizers.Adam(config.arch_learning_rate, beta_1=config.arch_beta_1,
                                                        beta_2=config.arch_beta_2),
                   jit_compile=config.jit_compile)
-    model.carried.reset(batch_size=config.batch_size)  # XLA cannot change a variable's shape inside fit
+    # XLA cannot change a variable's shape inside fit; each replica carries the rows of its share
+    model.carried.reset(batch_size=config.batch_size // replicas)
     return model
 
 
@@ -202,6 +215,9 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     `extra_flags` are recorded with the run's flags (e.g. the dataset hash).
     """
     config.validate()
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    check_replica_batch(config.batch_size, replicas)
     check_output_dir(config.output_dir)
     if corpus is not None and (config.max_vocab or config.strict_vocab):
         raise ValueError(f"max_vocab and strict_vocab apply where the corpus is read, and this corpus was read "
@@ -217,13 +233,14 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     checkpoint.start_run(config.seed, config.deterministic)
     _, steps = rnn_search_dataset(train_batched, valid_batched, config)
     logging.info("Building the search network (%d units, every candidate operation on every edge) ...", config.units)
-    model = build_search_model(config, corpus.vocab_size)
+    with strategy.scope():  # the variables mirrored on every replica (the carried hidden state: per replica)
+        model = build_search_model(config, corpus.vocab_size, replicas)
     corpus.save_vocab(RunFiles(config.output_dir).vocab)
-    logging.info("RNN search: %s, vocabulary %d, %d train tokens, %d windows/epoch, mode %s", config.dataset,
-                 corpus.vocab_size, len(corpus.train), steps, config.arch_mode)
+    logging.info("RNN search: %s, vocabulary %d, %d train tokens, %d windows/epoch, mode %s, %s", config.dataset,
+                 corpus.vocab_size, len(corpus.train), steps, config.arch_mode, describe(strategy))
 
     def dataset(initial_epoch):
-        return rnn_search_dataset(train_batched, valid_batched, config, initial_epoch)[0]
+        return rnn_search_dataset(train_batched, valid_batched, config, initial_epoch, replicas)[0]
 
     result = run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, flags, config.resume,
                                 callbacks, verbose)
