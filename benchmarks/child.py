@@ -84,6 +84,7 @@ def _rnn_search_model(cfg: BenchConfig):
     import tensorflow as tf
 
     from darts_tf.data import text
+    from darts_tf.rnn.search import per_row_scalars
     from darts_tf.rnn.search_space import RNNSearchNetwork
 
     windows = cfg.warmup + cfg.iters + 4
@@ -103,9 +104,12 @@ def _rnn_search_model(cfg: BenchConfig):
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(20.0), arch_optimizer=keras.optimizers.Adam(3e-3, 0.9, 0.999),
                   jit_compile=cfg.jit_compile)
-    model.carried.reset(batch_size=cfg.batch_size)  # XLA cannot change the carried state's shape
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync  # built in a strategy's scope: its replicas
+    model.carried.reset(batch_size=cfg.batch_size // replicas)  # XLA cannot change the carried state's shape
     if cfg.data == "cached":  # the second window: starts past column 0, so the carried hidden state is used
         ds = tf.data.Dataset.from_tensors(next(iter(ds.skip(1)))).repeat()
+    if replicas > 1:  # the window scalars per row, for the replicas' shares (darts_tf.rnn.search.rnn_search_dataset)
+        ds = ds.map(lambda window: {stream: per_row_scalars(w) for stream, w in window.items()})
     return model, ds
 
 

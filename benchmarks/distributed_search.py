@@ -1,4 +1,4 @@
-"""Search-step throughput of the CNN supernet on one device vs several logical CPU devices under
+"""Search-step throughput of a supernet (CNN or RNN) on one device vs several logical CPU devices under
 ``tf.distribute.MirroredStrategy`` (issue 21): the same global batch, split over the replicas.
 
     python benchmarks/distributed_search.py --devices=1,2 --config='{"model": "cnn_search", "batch_size": 32,
@@ -6,7 +6,9 @@
 
 Every device count runs in a child process of its own (logical devices must be configured before TensorFlow
 starts), with ``benchmarks/child.py``'s model builder and step timing (Keras' train function, the one ``fit`` runs,
-fed by the strategy's distributed dataset). Prints one JSON line per device count and a Markdown table.
+fed by the strategy's distributed dataset). Prints one JSON line per device count and a Markdown table. The RNN
+search (``"model": "rnn_search"``, with units, vocab_size, nodes, bptt, max_seq_len_delta) runs its time loop unrolled
+under several replicas (darts_tf.rnn.ops.run_recurrence), so its trace there is longer than on one device.
 On one machine the logical CPU devices share its cores: the figures show what the replicas' all-reduces and
 synchronised BatchNorm cost, not a speed-up (that needs several GPUs or machines).
 """
@@ -26,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.configs import BenchConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "The configuration: BenchConfig fields as JSON (model cnn_search), as for "
-                    "benchmarks/run.py --config.")
+flags.DEFINE_string("config", None, "The configuration: BenchConfig fields as JSON (model cnn_search or "
+                    "rnn_search), as for benchmarks/run.py --config.")
 flags.DEFINE_list("devices", ["1", "2"], "Logical CPU device counts to measure (1: the default strategy).")
 flags.DEFINE_integer("child", 0, "Internal: measure in this process with this many logical CPU devices.")
 flags.mark_flag_as_required("config")
@@ -55,7 +57,8 @@ def measure(cfg: BenchConfig, devices: int) -> Dict[str, Any]:
     iterator = iter(strategy.experimental_distribute_dataset(dataset) if devices > 1 else dataset)
     build_s = time.perf_counter() - start
     trace_s, times, logs, usage = _time_steps(cfg, model.train_function, iterator)
-    return {"name": f"{cfg.model}_{cfg.arch_mode}_b{cfg.batch_size}_L{cfg.layers}_C{cfg.channels}",
+    size = f"L{cfg.layers}_C{cfg.channels}" if cfg.model.startswith("cnn") else f"U{cfg.units}_V{cfg.vocab_size}"
+    return {"name": f"{cfg.model}_{cfg.arch_mode}_b{cfg.batch_size}_{size}",
             "devices": devices, "tf_grappler_defaults": cfg.tf_grappler_defaults,
             "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
             "loss": logs.get("loss"), **_measurements(cfg, build_s, trace_s, times, usage)}
@@ -64,9 +67,9 @@ def measure(cfg: BenchConfig, devices: int) -> Dict[str, Any]:
 def main(argv):
     del argv
     cfg = BenchConfig(**json.loads(FLAGS.config))
-    if cfg.model != "cnn_search":
-        raise ValueError(f"benchmarks/distributed_search.py measures the CNN search step (model cnn_search); the RNN "
-                         f"search runs on one device. Received: model={cfg.model!r}")
+    if cfg.model not in ("cnn_search", "rnn_search"):
+        raise ValueError(f"benchmarks/distributed_search.py measures a search step (model cnn_search or rnn_search). "
+                         f"Received: model={cfg.model!r}")
     if FLAGS.child:
         print(RESULT_PREFIX + json.dumps(measure(cfg, FLAGS.child)), flush=True)
         return

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 
@@ -183,6 +183,40 @@ def shard_by_data(dataset: tf.data.Dataset, strategy: Optional[tf.distribute.Str
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def distribute_row_streams(strategy: tf.distribute.Strategy, windows_for_rows: Callable[[int, int], tf.data.Dataset],
+                           global_batch: int):
+    """A stream of windows over `global_batch` rows, where row i of each window continues row i of the window before
+    (a language model's BPTT windows, the hidden state carried along each row), as `strategy`'s replicas take it:
+    global replica g gets rows [g * b, (g + 1) * b) of every window (b = global_batch / R), the rows whose hidden state
+    it carries, and every window on every worker. ``windows_for_rows(start, stop)`` is the window stream of those rows
+    only (the same windows for any rows); entries with a batch axis are split, scalars (the window's length and
+    start) go to every replica as they are.
+
+    TensorFlow's own input sharding cannot do this: by elements (``shard_by_data``) it would give the workers different
+    windows, and ``experimental_distribute_dataset`` cannot split a scalar. So each worker (input pipeline) builds only
+    its replicas' rows and cuts every window into one share per local replica, in order: the distributed dataset
+    hands consecutive elements to the local replicas in turn. With one replica, ``windows_for_rows(0, global_batch)``.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return windows_for_rows(0, global_batch)
+    share = global_batch // replicas
+
+    def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local  # the global id of this worker's first replica
+        windows = windows_for_rows(first * share, (first + local) * share)
+
+        def shares(window):
+            def one(i):
+                return tf.nest.map_structure(lambda v: v if v.shape.rank == 0 else v[i * share:(i + 1) * share], window)
+            return tf.data.Dataset.range(local).map(one)
+
+        return windows.flat_map(shares)
+
+    return strategy.distribute_datasets_from_function(pipeline)
 
 
 def check_same_epoch(strategy: tf.distribute.Strategy, epochs_done: int, output_dir: str) -> None:

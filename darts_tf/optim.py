@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from darts_tf.numerics import replicas_in_step
+
 
 def apply_weight_step(optimizer, grads: Sequence[Optional[tf.Tensor]], variables: Sequence, grad_clip: Optional[float],
                       weight_decay: float, scale: Optional[tf.Tensor] = None,
@@ -17,6 +19,11 @@ def apply_weight_step(optimizer, grads: Sequence[Optional[tf.Tensor]], variables
     clip); the weight decay is L2 added to the gradient, not decoupled; `scale` rescales the whole step (the RNN's
     seq_len / bptt per window); with `when` (a boolean tensor) the step is applied only if it is true (the RNN skips
     empty padding windows).
+
+    Under a distribution strategy of several replicas a ``tf.cond`` cannot hold the optimizer's all-reduce
+    ("merge_call" inside control flow), so there the step is applied with zero gradients where `when` is false: an
+    SGD without momentum leaves w exactly as it is, and an optimizer that counts its steps takes ``active=when`` in its
+    ``apply`` (``darts_tf.rnn.train.AveragedSGD``: its averages stay as they are). Momentum would move w: refused.
     """
     grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
     if grad_clip:
@@ -28,6 +35,17 @@ def apply_weight_step(optimizer, grads: Sequence[Optional[tf.Tensor]], variables
         grads = [scale * g for g in grads]
     if when is None:
         optimizer.apply(grads, variables)
+        return norm
+    if replicas_in_step() > 1:
+        if float(getattr(optimizer, "momentum", 0.0) or 0.0):
+            raise ValueError("A step applied only `when` it is true cannot use momentum under a distribution strategy "
+                             "(it is applied with zero gradients instead, which momentum would not leave neutral).")
+        gate = tf.cast(when, grads[0].dtype)
+        grads = [gate * g for g in grads]
+        if getattr(optimizer, "takes_active", False):
+            optimizer.apply(grads, variables, active=when)
+        else:
+            optimizer.apply(grads, variables)
         return norm
 
     def apply():

@@ -9,8 +9,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from darts_tf.bilevel import TRAIN
+from darts_tf.bilevel import TRAIN, ZERO, optimizer_share
 from darts_tf.genotypes import RecurrentGenotype, as_genotype
+from darts_tf.numerics import replica_mean
 from darts_tf.optim import apply_weight_step
 from darts_tf.rnn.ops import (EVAL, INIT_RANGE, LanguageModelForward, RecurrentCellBase, batch_mask, child_seed,
                               masked_cross_entropy, masked_mean_cross_entropy, temporal_activation_penalty)
@@ -123,8 +124,13 @@ class RNNModel(LanguageModelForward, keras.Model):
         with tf.GradientTape() as tape:
             outputs = self(self.window_inputs(data, TRAIN), training=True)
             raw, loss = self.window_loss(data, outputs, regularize=True)
-        grad_norm = apply_weight_step(self.optimizer, tape.gradient(loss, variables), variables, self.grad_clip,
-                                      self.weight_decay, scale=seq_len / float(self.bptt), when=seq_len > 0)
+        # the global batch's gradient (every replica's share has the same real positions: the replicas' mean), clipped
+        # as one; each replica hands the optimizer 1/R of it (Keras sums them)
+        grads = tape.gradient(loss, variables, unconnected_gradients=ZERO)
+        grads = replica_mean([tf.convert_to_tensor(g) for g in grads])
+        scale = seq_len / float(self.bptt) * (optimizer_share() or 1.0)
+        grad_norm = apply_weight_step(self.optimizer, grads, variables, self.grad_clip, self.weight_decay, scale=scale,
+                                      when=seq_len > 0)
         self.carried.assign(TRAIN, outputs["hidden"])
         self.loss_tracker.update_state(raw, sample_weight=tf.cast(seq_len > 0, tf.float32))
         loss_value = self.loss_tracker.result()

@@ -157,6 +157,10 @@ class RecurrentCellBase(keras.layers.Layer):
     (outputs [B, T, nhid], last hidden [B, nhid]). Subclasses define ``num_nodes`` and ``_nodes``.
     """
 
+    # whether a time step all-reduces over the replicas (synchronised BatchNorm): the loop then runs unrolled under
+    # several replicas (``run_recurrence``)
+    synchronises_per_step = False
+
     def __init__(self, units: int, dropoutx: float = 0.0, dropouth: float = 0.0, init_range: float = INIT_RANGE,
                  seed: Optional[int] = None, skip_padding: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -226,7 +230,7 @@ class RecurrentCellBase(keras.layers.Layer):
 
         states, last, aux = run_recurrence(step, x_proj, mask_tm, ops.cast(hidden, inputs.dtype),
                                               self._initial_aux(training), skip_padding=self.skip_padding,
-                                              unroll=replicas_in_step() > 1)
+                                              unroll=self.synchronises_per_step and replicas_in_step() > 1)
         real_steps = ops.maximum(ops.sum(mask_tm) / ops.cast(batch, mask_tm.dtype), 1.0)
         self._finish_aux(aux, training, real_steps)
         return ops.transpose(states, (1, 0, 2)), last

@@ -28,6 +28,8 @@ class RNNSearchCell(RecurrentCellBase):
     sequence). Output = mean of the ``steps`` intermediate nodes. ``call(..., alpha=[num_search_edges(steps), len(primitives)])``.
     """
 
+    synchronises_per_step = True  # BatchNorm's batch statistics on every node of every time step
+
     def __init__(self, units: int, steps: int = RNN_STEPS, dropoutx: float = 0.0, dropouth: float = 0.0,
                  init_range: float = INIT_RANGE, primitives: Sequence[str] = RNN_PRIMITIVES,
                  seed: Optional[int] = None, skip_padding: bool = True, **kwargs):

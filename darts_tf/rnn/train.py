@@ -37,8 +37,10 @@ from absl import logging
 
 from darts_tf import checkpoint
 from darts_tf import genotypes as gt
-from darts_tf.bilevel import TRAIN
+from darts_tf import distribute
+from darts_tf.bilevel import TRAIN, check_replica_batch
 from darts_tf.data.text import SMOKE, batchify, check_max_vocab, describe_stats, lm_dataset, load_corpus
+from darts_tf.distribute import check_strategy_name, make_strategy
 from darts_tf.guards import FirstStepNotice, NonFiniteGuard
 from darts_tf import io_utils
 from darts_tf.io_utils import check_output_dir, save_model_atomic, save_weights_atomic, write_json
@@ -74,9 +76,13 @@ class TrainConfig:
     seed: int = 1267
     max_vocab: int = 0  # 0: every train word; N: the N most frequent (<eos>, <unk> included), the rest -> <unk>
     strict_vocab: bool = False  # refuse a valid/test word outside a vocabulary without <unk> (else it becomes <unk>)
+    # 'auto' (MirroredStrategy when > 1 GPU), 'mirrored', 'multi_worker' (TF_CONFIG; darts_tf.distribute), 'default';
+    # batch_size is the global batch, split over every replica of every worker (each carries the rows of its share)
+    strategy: str = "auto"
 
     def __post_init__(self):
         check_max_vocab(self.max_vocab)
+        check_strategy_name(self.strategy)
         for name in ("units", "batch_size", "eval_batch_size", "test_batch_size", "bptt", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
@@ -142,10 +148,16 @@ class AveragedSGD(keras.optimizers.SGD):
         self.averaging.assign(1.0)
         self.average_count.assign(0.0)
 
-    def apply(self, grads, trainable_variables=None):
+    takes_active = True  # darts_tf.optim.apply_weight_step: apply(..., active=) under a distribution strategy
+
+    def apply(self, grads, trainable_variables=None, active=None):
+        """SGD's step, then the averages; `active` False (a boolean tensor): a step that does not count (zero
+        gradients applied on an empty window under a distribution strategy), the averages stay as they are."""
         super().apply(grads, trainable_variables)
         variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
         on = tf.cast(self.averaging.value, tf.float32)
+        if active is not None:
+            on = on * tf.cast(active, tf.float32)
         count = self.average_count.value + on
         step = on / tf.maximum(count, 1.0)
         for v in variables:
@@ -260,15 +272,34 @@ class RNNTrainResult:
         return math.exp(self.best_val_loss)
 
 
+def train_windows(train_batched: np.ndarray, config: TrainConfig, initial_epoch: int, epochs: int,
+                  strategy: tf.distribute.Strategy):
+    """(the train windows of epochs initial_epoch..epochs-1 as `strategy`'s replicas take them, windows per epoch):
+    each replica gets its rows of every window (``distribute.distribute_row_streams``)."""
+    def windows_for_rows(start, stop):
+        return lm_dataset(train_batched[start:stop], config.bptt, seed=config.seed, initial_epoch=initial_epoch,
+                          epochs=epochs, max_seq_len_delta=config.max_seq_len_delta)[0]
+
+    _, steps = lm_dataset(train_batched[:1], config.bptt, seed=config.seed, initial_epoch=initial_epoch, epochs=epochs,
+                          max_seq_len_delta=config.max_seq_len_delta)
+    return distribute.distribute_row_streams(strategy, windows_for_rows, config.batch_size), steps
+
+
 def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: TrainConfig,
           output_dir: Optional[str] = None, epochs: Optional[int] = None, resume: bool = False,
-          callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int = 0) -> RNNTrainResult:
+          callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int = 0,
+          write_dir: Optional[str] = None) -> RNNTrainResult:
     """Trains a compiled ``RNNModel`` on the id streams ``train_ids`` / ``valid_ids`` (1-D, e.g. ``Corpus.train``).
 
     With ``output_dir`` the state is checkpointed every epoch and the best (validation) weights are kept in
     ``output_dir/best.weights.h5``; with ``resume`` a checkpoint there is restored first and training continues
     from its epoch. Returns the validation history; load the best weights with ``model.load_weights`` afterwards.
+    A model built in a distribution strategy's scope trains under it (``batch_size`` the global batch); a non-chief
+    worker of a multi-worker run reads the chief's checkpoint in `output_dir` and writes to `write_dir` (its own
+    temporary directory, ``distribute.worker_write_dir``).
     """
+    write_dir = write_dir or output_dir
+    strategy = model.distribute_strategy
     epochs = int(epochs or config.epochs)
     train_batched = batchify(train_ids, config.batch_size)
     valid_batched = batchify(valid_ids, config.eval_batch_size)
@@ -278,21 +309,25 @@ def fit(model: RNNModel, train_ids: np.ndarray, valid_ids: np.ndarray, config: T
     meta: Dict[str, Any] = {"epochs_done": 0, "val_losses": [], "best_val_loss": float("inf"), "history": {}}
     if resume and output_dir and checkpoint.has_state(output_dir):
         meta.update(checkpoint.restore_state(output_dir, model, [model.optimizer]))
+        logging.info("Resuming %s from the end of epoch %d of %d.", output_dir, int(meta["epochs_done"]), epochs)
     initial_epoch = int(meta["epochs_done"])
-    validation = ValidationAndASGD(valid_batched, config.bptt, config.nonmono, output_dir, meta["val_losses"],
+    # every worker of a multi-worker run read the chief's checkpoint (output_dir must be storage they all read)
+    distribute.check_same_epoch(strategy, initial_epoch, output_dir or "")
+    validation = ValidationAndASGD(valid_batched, config.bptt, config.nonmono, write_dir, meta["val_losses"],
                                    meta["best_val_loss"], verbose=verbose)
-    guard = NonFiniteGuard(state_path=RunFiles(output_dir).state if output_dir else None)
+    guard = NonFiniteGuard(state_path=RunFiles(write_dir).state if write_dir else None)
     epoch_logs = EpochLogs(meta["history"])
     all_callbacks: List[keras.callbacks.Callback] = [guard, FirstStepNotice(), validation, epoch_logs]
-    if output_dir:
+    if write_dir:
         all_callbacks.append(checkpoint.EpochCheckpoint(
-            output_dir, [model.optimizer], extra_fn=lambda epoch: {**validation.state(), "history": epoch_logs.history}))
+            write_dir, [model.optimizer], extra_fn=lambda epoch: {**validation.state(), "history": epoch_logs.history}))
     all_callbacks.extend(callbacks)
     history: Dict[str, List[float]] = {}
     if initial_epoch < epochs:
-        dataset, steps = lm_dataset(train_batched, config.bptt, seed=config.seed, initial_epoch=initial_epoch,
-                                    epochs=epochs, max_seq_len_delta=config.max_seq_len_delta)
-        model.carried.reset(TRAIN, batch_size=config.batch_size)
+        check_replica_batch(config.batch_size, strategy.num_replicas_in_sync)
+        dataset, steps = train_windows(train_batched, config, initial_epoch, epochs, strategy)
+        with strategy.scope():  # each replica carries the rows of its share
+            model.carried.reset(TRAIN, batch_size=config.batch_size // strategy.num_replicas_in_sync)
         fitted = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                            callbacks=all_callbacks, verbose=verbose, shuffle=False)  # the stream is shuffled
         history = {k: [float(x) for x in v] for k, v in fitted.history.items()}
@@ -314,8 +349,9 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
                              f"WikiText-2 layout), or '{SMOKE}' for the offline corpus.")
         data_dir = SMOKE
     genotype = gt.as_genotype(config.genotype, "rnn")  # a name, a JSON file or inline JSON
+    strategy = make_strategy(config.strategy)  # before TensorFlow's first op (multi-worker collectives)
+    check_replica_batch(config.batch_size, strategy.num_replicas_in_sync)
     check_output_dir(output_dir)
-    outputs = RunFiles(output_dir)
     # The corpus is read and checked (a missing, malformed or too small one refused) before the run directory is
     # created.
     logging.info("Loading the corpus %s ...", data_dir)
@@ -326,22 +362,43 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
             batchify(getattr(corpus, split), getattr(config, flag))
         except ValueError as e:
             raise ValueError(f"The {split} split is too small for --{flag}: {e}") from None
+    # The chief writes output_dir; another worker of a multi-worker run writes a temporary directory of its own
+    # (removed at the end) and reads the chief's checkpoint from output_dir.
+    write_dir = distribute.worker_write_dir(output_dir, strategy)
+    try:
+        metrics = _train_in(config, genotype, corpus, strategy, output_dir, write_dir, data_dir, preset, resume,
+                            export, callbacks, verbose)
+    finally:
+        distribute.remove_worker_dir(write_dir, output_dir)
+    logging.info("valid perplexity %.2f, test perplexity %.2f", metrics["valid_ppl"], metrics["test_ppl"])
+    return metrics
+
+
+def _train_in(config, genotype, corpus, strategy, output_dir, write_dir, data_dir, preset, resume, export, callbacks,
+              verbose) -> Dict[str, Any]:
+    """``train`` once the strategy, the corpus and this process's write directory are settled."""
+    outputs = RunFiles(write_dir)
     run_config = {"preset": preset, "data_dir": data_dir, **dataclasses.asdict(config)}
-    checkpoint.check_run_config(output_dir, run_config, resume, ignore=("resume", "epochs", "export", "verbose"))
+    checkpoint.check_run_config(write_dir, run_config, resume,
+                                ignore=("resume", "epochs", "export", "verbose", "strategy"))
     gt.save_genotype(genotype, outputs.genotype, {"source": config.genotype})
     corpus.save_vocab(outputs.vocab)
 
     checkpoint.start_run(config.seed)
-    logging.info("Building the network (%s, %d units) ...", config.genotype, config.units)
-    model = compile_model(build_model(dataclasses.replace(config, genotype=outputs.genotype), corpus.vocab_size), config)
-    check_output_dir(output_dir, checkpoint.state_size_bytes(model))
+    logging.info("Building the network (%s, %d units) under %s ...", config.genotype, config.units,
+                 distribute.describe(strategy))
+    with strategy.scope():  # the variables mirrored on every replica (the carried hidden state: per replica)
+        model = compile_model(build_model(dataclasses.replace(config, genotype=outputs.genotype), corpus.vocab_size),
+                              config)
+    distribute.fix_keras_multi_worker(model)  # no-op but under multi_worker
+    check_output_dir(write_dir, checkpoint.state_size_bytes(model))
     params = int(sum(v.numpy().size for v in model.trainable_variables))
     logging.info("RNN %s: %.2fM parameters, vocabulary %d, %d train tokens.", config.genotype, params / 1e6,
                  corpus.vocab_size, len(corpus.train))
     start = time.time()
     board = keras.callbacks.TensorBoard(outputs.tensorboard, write_graph=False)
     result = fit(model, corpus.train, corpus.valid, config, output_dir, resume=resume,
-                 callbacks=[board, *callbacks], verbose=verbose)
+                 callbacks=[board, *callbacks], verbose=verbose, write_dir=write_dir)
     if io_utils.isfile(outputs.best_weights):  # local or remote (gs://, ram://)
         model.load_weights(outputs.best_weights)
     ppl = corpus_perplexities(model, corpus, config.eval_batch_size, config.test_batch_size, config.bptt)
@@ -358,5 +415,4 @@ def train(config: TrainConfig, output_dir: str, data_dir: Optional[str] = None, 
             k: metrics[k] for k in ("valid_ppl", "test_ppl", "genotype", "preset", "data_dir", "params")},
             version=1)  # TF Serving's base_path/<version>/ layout
     write_json(outputs.metrics, metrics)
-    logging.info("valid perplexity %.2f, test perplexity %.2f", ppl["valid_ppl"], ppl["test_ppl"])
     return metrics

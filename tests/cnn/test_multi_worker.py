@@ -49,16 +49,17 @@ def tf_configs(n):
     return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(n)]
 
 
-def start_workers(tmp, out, *args, n=2, die=None, attempt=0):
+def start_workers(tmp, out, *args, n=2, die=None, attempt=0, module="tests.cnn.test_multi_worker"):
     """Starts `n` worker processes of one run (writing to `out`, or each to its own of a list); `die` = (worker,
-    epoch): that worker kills itself when the epoch begins. Returns [(process, weights path, log path)]."""
+    epoch): that worker kills itself when the epoch begins. Each runs `module` as a script (its worker program: OUT
+    WEIGHTS [--resume] [--die_at_epoch N]). Returns [(process, weights path, log path)]."""
     workers = []
     outs = out if isinstance(out, list) else [out] * n
     for i, (config, out) in enumerate(zip(tf_configs(n), outs)):
         weights, log = os.path.join(tmp, f"weights{i}.npz"), os.path.join(tmp, f"attempt{attempt}_worker{i}.log")
         extra = ["--die_at_epoch", str(die[1])] if die and die[0] == i else []
         with open(log, "w") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "tests.cnn.test_multi_worker", out, weights, *args, *extra],
+            proc = subprocess.Popen([sys.executable, "-m", module, out, weights, *args, *extra],
                                     env={**ENV, "TF_CONFIG": config}, stdout=f, stderr=subprocess.STDOUT)
         workers.append((proc, weights, log))
     return workers
@@ -181,20 +182,31 @@ def test_workers_that_would_resume_from_different_epochs_stop_with_an_error_nami
 
 
 def _worker_main(argv):
-    import argparse
-
-    import keras
     from absl import logging
 
     from darts_tf.cnn import train
 
     logging.set_verbosity(logging.INFO)  # the run's log lines (role, resume) on stderr, as the scripts print them
+    args = worker_arguments(argv)
+
+    train.train(train.TrainConfig(**TINY, output_dir=args.out, resume=args.resume), callbacks=worker_callbacks(args))
+
+
+def worker_arguments(argv):
+    """The worker program's arguments: OUT WEIGHTS [--resume] [--die_at_epoch N]."""
+    import argparse
+
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("weights")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--die_at_epoch", type=int, default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def worker_callbacks(args):
+    """Saves the final weights to args.weights; with --die_at_epoch, SIGKILLs this process when that epoch begins."""
+    import keras
 
     class SaveWeights(keras.callbacks.Callback):
         def on_train_end(self, logs=None):
@@ -205,8 +217,7 @@ def _worker_main(argv):
             if epoch == args.die_at_epoch:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    callbacks = [SaveWeights()] + ([DieAt()] if args.die_at_epoch is not None else [])
-    train.train(train.TrainConfig(**TINY, output_dir=args.out, resume=args.resume), callbacks=callbacks)
+    return [SaveWeights()] + ([DieAt()] if args.die_at_epoch is not None else [])
 
 
 if __name__ == "__main__":

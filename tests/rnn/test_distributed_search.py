@@ -53,6 +53,15 @@ def test_second_order_rnn_search_steps_equal_the_one_device_steps(mode):
     _check(_run_case(mode, "2", "sgd"))
 
 
+@pytest.mark.slow
+def test_darts_rnn_search_with_strategy_mirrored_finds_the_one_device_alphas(tmp_path):
+    found = _run_case("search", str(tmp_path))
+    assert found["windows"] > 2
+    for name in found["default"]:
+        np.testing.assert_allclose(found["mirrored"][name], found["default"][name], rtol=1e-4, atol=1e-6)
+    assert found["genotypes_equal"]
+
+
 def test_multi_worker_is_refused_for_the_rnn_search():
     from darts_tf.rnn.search import SearchConfig
 
@@ -107,7 +116,8 @@ def _compare(mode, steps, linear_alpha=False):
         replicas = model.distribute_strategy.num_replicas_in_sync
         dataset, per_epoch = rnn_search_dataset(train, valid, config, replicas=replicas)
         if name == "single":
-            seq_lens = [int(np.reshape(w["train"]["seq_len"], [-1])[0]) for w in dataset.take(steps).as_numpy_iterator()]
+            seq_lens = [int(np.reshape(w["train"]["seq_len"], [-1])[0])
+                        for w in dataset.take(steps).as_numpy_iterator()]
         history = model.fit(dataset.take(steps), epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False).history
         logs[name] = {k: float(v[-1]) for k, v in history.items()}
     single, many = models["single"], models["mirrored"]
@@ -133,6 +143,31 @@ def _compare(mode, steps, linear_alpha=False):
             "steps": steps, "windows": len(seq_lens), "seq_lens": seq_lens, "per_epoch": per_epoch}
 
 
+def _search_case(output_dir):
+    """darts-rnn-search's run_search for one epoch on a small corpus (first order) under each strategy: the final
+    alphas and genotypes, and the windows of the epoch."""
+    from darts_tf.data.text import batchify, load_corpus, smoke_corpus
+    from darts_tf.genotypes import load_genotype_file
+    from darts_tf.rnn.search import SearchConfig, run_search, search_windows_per_epoch
+
+    corpus = smoke_corpus(os.path.join(output_dir, "corpus"), max_train_tokens=400)
+    found, genotypes = {}, []
+    for strategy in ("default", "mirrored"):
+        config = SearchConfig(**{**SEARCH, "output_dir": os.path.join(output_dir, strategy), "dataset": "small",
+                                 "data_dir": corpus, "epochs": 1, "strategy": strategy})
+        result = run_search(config, verbose=0)
+        found[strategy] = {k: np.asarray(v).tolist() for k, v in result["alphas"].items()}
+        genotypes.append(load_genotype_file(result["genotype_path"]))
+    columns = batchify(load_corpus(corpus).train, SEARCH["batch_size"]).shape[1]
+    found["windows"] = search_windows_per_epoch(columns, SEARCH["bptt"], SEARCH["seed"], 1,
+                                                SEARCH["max_seq_len_delta"])[0]
+    found["genotypes_equal"] = genotypes[0] == genotypes[1]
+    return found
+
+
 if __name__ == "__main__":
     _configure_devices(REPLICAS)
-    print(json.dumps(_compare(sys.argv[1], int(sys.argv[2]), linear_alpha=sys.argv[3:] == ["sgd"])))
+    if sys.argv[1] == "search":
+        print(json.dumps(_search_case(sys.argv[2])))
+    else:
+        print(json.dumps(_compare(sys.argv[1], int(sys.argv[2]), linear_alpha=sys.argv[3:] == ["sgd"])))
