@@ -7,9 +7,14 @@
     python -m pipelines.tfjob --pipeline cnn --stage transfer --workers 2 --gpus_per_worker 8 --image ... \
         --genotype ... --set transfer.data_dir=gs://BUCKET/tensorflow_datasets [--preset paper] > transfer.yaml
 
+    python -m pipelines.tfjob --pipeline rnn --stage evaluate --workers 2 --gpus_per_worker 4 --image ... \
+        --genotype gs://BUCKET/rnn/genotype.json --data_dir gs://BUCKET/data/penn > rnn_evaluate.yaml
+
 Every worker pod runs the stage's training script (``darts-train`` for the CNN evaluate stage, ``darts-train-imagenet``
-for its transfer; the RNN pipeline's ``darts-rnn-train`` has no multi-worker strategy yet) with the preset's stage settings (``--set STAGE.NAME=VALUE``
-changes them, as in ``pipelines.compile``), ``--strategy=multi_worker`` and ``--resume``: worker 0 is the chief and
+for its transfer, ``darts-rnn-train`` for both RNN stages, with ``--preset`` and the stage's overrides as flags, and
+the corpus directory of the stage's ingest unless ``--data_dir`` is given) with the preset's stage settings (``--set
+STAGE.NAME=VALUE`` changes them, as in ``pipelines.compile``), ``--strategy=multi_worker`` and ``--resume``: worker 0
+is the chief and
 writes ``--output_dir``; a pod that fails is restarted (``restartPolicy: OnFailure``, up to the preset's retries of the
 stage as ``runPolicy.backoffLimit``), the others fail with it when their collectives lose the peer and restart too, and
 every worker resumes from the chief's last epoch checkpoint. ``--output_dir`` must therefore be storage that every pod
@@ -38,7 +43,8 @@ PORT_NAME, PORT = "tfjob-port", 2222  # TFJobDefaultPortName / TFJobDefaultPort
 STAGES = ("evaluate", "transfer")
 RESTART_POLICY = "OnFailure"
 # The training script of each (pipeline, stage).
-SCRIPTS = {("cnn", "evaluate"): "darts_tf.cli.train", ("cnn", "transfer"): "darts_tf.cli.train_imagenet"}
+SCRIPTS = {("cnn", "evaluate"): "darts_tf.cli.train", ("cnn", "transfer"): "darts_tf.cli.train_imagenet",
+           ("rnn", "evaluate"): "darts_tf.cli.rnn_train", ("rnn", "transfer"): "darts_tf.cli.rnn_train"}
 # Set by the job itself, never from the preset.
 _JOB_OWNED = ("output_dir", "resume", "genotype", "strategy", "verbose")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -51,9 +57,29 @@ def _flag(name: str, value: Any) -> str:
 
 
 def stage_flags(config: presets.PipelineConfig, stage: str) -> List[str]:
-    """The training script's flags for the preset's `stage` settings (None settings left to the script's defaults)."""
+    """The training script's flags for the preset's `stage` settings (None settings left to the script's defaults); an
+    RNN stage is an RNN preset with overrides: ``--preset=NAME`` and one flag per override."""
     values = dataclasses.asdict(getattr(config, stage))
+    if config.kind == "rnn":
+        values = {"preset": values["preset"], **values["overrides"]}
     return [_flag(k, v) for k, v in values.items() if v is not None and k not in _JOB_OWNED]
+
+
+def _stage_batch(config: presets.PipelineConfig, stage: str) -> int:
+    """The stage's global batch (an RNN stage's: its preset's with the overrides)."""
+    if config.kind == "rnn":
+        from darts_tf.rnn.task import preset_config
+
+        settings = getattr(config, stage)
+        return preset_config(settings.preset, settings.overrides, stage).batch_size
+    return getattr(config, stage).batch_size
+
+
+def _stage_data_dir(config: presets.PipelineConfig, stage: str) -> str:
+    """Where an RNN stage's pods read its corpus by default: the pipeline's ingest directory of that corpus."""
+    if config.kind != "rnn":
+        return ""
+    return (config.ingest if stage == "evaluate" else config.transfer_ingest).data_dir or ""
 
 
 def _check(condition: bool, message: str) -> None:
@@ -66,9 +92,6 @@ def build_tfjob(config: presets.PipelineConfig, stage: str, *, workers: int, ima
                 namespace: str = "", data_dir: str = "") -> Dict[str, Any]:
     """The TFJob manifest (a dict) of `stage` of `config` on `workers` worker pods; errors name the flag and the fix."""
     _check(stage in STAGES, f"--stage must be one of {', '.join(STAGES)} (the long trainings). Received: stage={stage!r}")
-    _check((config.kind, stage) in SCRIPTS, f"--pipeline {config.kind}: darts-rnn-train has no multi_worker strategy "
-           f"yet (its carried hidden state is one variable for the global batch); run the RNN stages in the pipeline "
-           f"(one pod each) or use --pipeline cnn. Received: pipeline={config.kind!r}")
     _check(workers >= 1, f"--workers must be >= 1. Received: workers={workers}")
     _check(bool(image), "--image must name the container image (Dockerfile target gpu, or cpu). Received: image=''")
     _check(bool(genotype), "--genotype must be the genotype the stage trains: a published name or a genotype.json path "
@@ -86,13 +109,19 @@ def build_tfjob(config: presets.PipelineConfig, stage: str, *, workers: int, ima
         output_dir = f"{cluster.state_root.rstrip('/')}/{name}"
     resources = cluster.runtime(stage).resources
     gpus = resources.gpus if gpus_per_worker is None else gpus_per_worker
-    batch = getattr(config, stage).batch_size
+    batch = _stage_batch(config, stage)
     _check(batch >= workers * max(gpus, 1),
            f"{stage}.batch_size is the global batch, split over {workers * max(gpus, 1)} replicas ({workers} workers x "
            f"{max(gpus, 1)}): it must be at least that. Received: batch_size={batch} (--set {stage}.batch_size=N)")
+    replicas = workers * max(gpus, 1)
+    _check(config.kind != "rnn" or batch % replicas == 0,
+           f"{stage}.batch_size must be a multiple of the {replicas} replicas for darts-rnn-train (each replica carries "
+           f"the hidden state of its own rows of the text stream). Received: batch_size={batch} (--set "
+           f'{stage}.overrides={{"batch_size": N}})')
 
     args = [*stage_flags(config, stage), f"--genotype={genotype}", f"--output_dir={output_dir}",
             "--strategy=multi_worker", "--resume", "--verbose=2"]
+    data_dir = data_dir or _stage_data_dir(config, stage)
     if data_dir:
         args = [a for a in args if not a.startswith("--data_dir=")] + [f"--data_dir={data_dir}"]
     limits: Dict[str, Any] = {}

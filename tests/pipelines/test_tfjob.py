@@ -109,6 +109,33 @@ def test_the_transfer_job_runs_darts_train_imagenet_with_the_transfer_resources(
     assert set(args) <= set(ImageNetConfig.__dataclass_fields__)
 
 
+@pytest.mark.parametrize("stage, preset, corpus", [("evaluate", "ptb", "data/penn"),
+                                                  ("transfer", "wikitext2", "data/wikitext-2")])
+def test_the_rnn_stages_run_darts_rnn_train_with_their_preset_and_corpus(stage, preset, corpus, validator, capsys):
+    from darts_tf.cli import rnn_train
+    from darts_tf.rnn.train import TrainConfig as RNNTrainConfig
+
+    job = _job("--pipeline", "rnn", "--stage", stage, "--workers", "2", "--gpus_per_worker", "4", "--image", IMAGE,
+               "--genotype", "gs://b/rnn/genotype.json", "--output_dir", "gs://b/rnn/" + stage,
+               "--set", f"{stage}.overrides={{\"epochs\": 600}}", capsys=capsys)
+    check_tfjob(job, validator)
+    container = _container(job)
+    assert container["command"] == ["python", "-m", "darts_tf.cli.rnn_train"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    args = _args(job)
+    assert args["preset"] == preset and args["epochs"] == "600" and args["data_dir"] == corpus
+    assert args["strategy"] == "multi_worker" and "resume" in args and args["genotype"] == "gs://b/rnn/genotype.json"
+    # every flag is one of darts-rnn-train's: its own (preset, data_dir, ...) or a TrainConfig field
+    from absl import flags
+
+    rnn_train.define_flags()
+    assert set(args) <= set(flags.FLAGS) and set(args) - {"preset", "data_dir", "output_dir", "resume", "verbose"} <= \
+        set(RNNTrainConfig.__dataclass_fields__)
+    job = _job("--pipeline", "rnn", "--stage", stage, "--workers", "2", "--image", IMAGE, "--genotype", "DARTS_V2",
+               "--output_dir", "/out", "--data_dir", "/mnt/corpus", capsys=capsys)
+    assert _args(job)["data_dir"] == "/mnt/corpus"
+
+
 def test_set_overrides_the_state_volume_and_the_placement_reach_the_manifest(validator, capsys):
     job = _job("--workers", "3", "--image", IMAGE, "--genotype", "DARTS_V2", "--name", "my-eval",
                "--namespace", "team-a", "--set", "evaluate.epochs=300", "--set", "evaluate.batch_size=192",
@@ -151,7 +178,12 @@ def test_the_schema_check_catches_a_broken_manifest(validator):
     (["--workers", "8", "--gpus_per_worker", "16"],
      r"evaluate.batch_size is the global batch, split over 128 replicas \(8 workers x 16\): it must be at least that. "
      r"Received: batch_size=96"),
-    (["--workers", "2", "--pipeline", "rnn"], r"--pipeline rnn: darts-rnn-train has no multi_worker strategy yet"),
+    (["--workers", "65", "--pipeline", "rnn"],  # the ptb preset's batch, one GPU per pod
+     r"evaluate.batch_size is the global batch, split over 65 replicas \(65 workers x 1\): it must be at least that. "
+     r"Received: batch_size=64"),
+    (["--workers", "3", "--pipeline", "rnn"],
+     r"evaluate.batch_size must be a multiple of the 3 replicas for darts-rnn-train \(each replica carries the hidden "
+     r"state of its own rows of the text stream\). Received: batch_size=64"),
     (["--workers", "2", "--set", "evaluate.epochs=0"], r"\[stage 'evaluate'\] epochs must be >= 1"),
 ])
 def test_bad_options_are_refused_with_exit_2_and_one_error_line(argv, match, capsys):
