@@ -30,14 +30,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from darts_tf import checkpoint, io_utils
+from darts_tf import checkpoint, distribute, io_utils
 from darts_tf import genotypes as gt
 from darts_tf import health as hl
 from darts_tf import summaries
@@ -162,15 +162,38 @@ class StopAfterEpochs(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def run_on_workers(strategy: tf.distribute.Strategy, output_dir: str, resume: bool,
+                   run: Callable[[str], Dict[str, Any]]) -> Dict[str, Any]:
+    """``run(write_dir)``: a search in the directory this process writes. Under a multi-worker `strategy` the chief
+    writes `output_dir`, every other worker a temporary directory of its own (``distribute.worker_write_dir``; seeded
+    with the chief's files on a resume, so that every worker resumes from the same epoch), removed at the end; the
+    result then names the chief's directory and genotype. Otherwise ``run(output_dir)``."""
+    write_dir = distribute.worker_write_dir(output_dir, strategy)
+    if write_dir != output_dir and resume and checkpoint.has_state(output_dir):
+        io_utils.copy_tree(output_dir, write_dir)
+    try:
+        result = run(write_dir)
+    finally:
+        distribute.remove_worker_dir(write_dir, output_dir)
+    if write_dir != output_dir:  # what the chief wrote
+        result = {**result, "output_dir": output_dir,
+                  "genotype_path": os.path.join(output_dir, os.path.relpath(result["genotype_path"], write_dir))}
+    return result
+
+
 def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output_dir: str, config: Dict[str, Any],
                        resume: bool, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
-                       log_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
+                       log_callbacks: Sequence[keras.callbacks.Callback] = (),
+                       fit_dataset: Optional[Callable[[int], Any]] = None) -> Dict[str, Any]:
     """Fits a compiled `BilevelSearchModel` on a ``{'train', 'validation'}`` dataset factory.
 
     `callbacks` run after the search's own; `log_callbacks` add keys to the epoch logs, so they run ahead of
     TensorBoard and of metrics.json's writer (e.g. ``darts_tf.cnn.nb201_lookup.NB201Lookup``).
 
     `dataset` is a function ``initial_epoch -> tf.data.Dataset`` covering epochs initial_epoch..epochs-1.
+    `fit_dataset`, when given, is the same stream as the caller distributed it over the replicas (a
+    ``tf.distribute.DistributedDataset``: the RNN's rows per replica, ``distribute.distribute_row_streams``); fit
+    trains on it, and `dataset` still gives the health probe its batch.
     Writes the search files of ``RunFiles``; returns {'genotype', 'genotype_path', 'metrics', 'output_dir', 'alphas'}.
     `config` (the run's flags) also gives the health and early-stopping settings: ``hessian_eigenvalue``,
     ``hessian_iterations`` (``darts_tf.health``), ``early_stop`` and ``es_*`` (``EarlyStopConfig.from_flags``).
@@ -194,7 +217,8 @@ def run_bilevel_search(model, dataset, steps_per_epoch: int, epochs: int, output
         logger = ArchitectureLogger(outputs, lineage, initial_epoch, _eigenvalue_monitor(model, dataset, config,
                                                                                        stopping))
         stopper = [EarlyStopping(stopping, logger.metrics_history)] if stopping.enabled else []
-        model.fit(dataset(initial_epoch), epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+        model.fit((fit_dataset or dataset)(initial_epoch), epochs=epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch,
                   verbose=verbose, shuffle=False, callbacks=[  # the stream is shuffled; shuffle=True would warn
                       NonFiniteGuard(SEARCH_RATE_FLAGS, outputs.state),  # first: a bad epoch writes nothing
                       FirstStepNotice(),

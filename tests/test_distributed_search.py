@@ -93,25 +93,32 @@ def test_darts_search_with_strategy_mirrored_finds_the_one_device_alphas(tmp_pat
         np.testing.assert_allclose(found["mirrored"][name], found["default"][name], atol=5e-4)
 
 
-@pytest.mark.slow
-def test_darts_search_with_strategy_multi_worker_on_two_localhost_workers(tmp_path):
+def run_search_workers(module, out, scratch, n=2):
+    """`n` processes of `module` run as a script (``worker OUT``) with the TF_CONFIG of an `n`-worker cluster on
+    localhost, temporary directories under `scratch`; each one's last JSON line, once all have finished."""
     from tests.cnn.test_multi_worker import tf_configs, wait_all
 
-    out, scratch = str(tmp_path / "run"), tmp_path / "scratch"  # scratch: the workers' temporary directories
-    scratch.mkdir()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch)}
     workers = []
-    for i, config in enumerate(tf_configs(2)):
-        log = str(tmp_path / f"worker{i}.log")
+    for i, config in enumerate(tf_configs(n)):
+        log = os.path.join(os.path.dirname(str(scratch)), f"worker{i}.log")  # next to scratch
         with open(log, "w") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "tests.test_distributed_search", "worker", out], cwd=ROOT,
+            proc = subprocess.Popen([sys.executable, "-m", module, "worker", out], cwd=ROOT,
                                     env={**env, "TF_CONFIG": config}, stdout=f, stderr=subprocess.STDOUT)
         workers.append((proc, None, log))
-    assert wait_all(workers) == [0, 0], [open(log).read()[-3000:] for _, _, log in workers]
+    assert wait_all(workers) == [0] * n, [open(log).read()[-3000:] for _, _, log in workers]
     reported = []
     for _, _, log in workers:
         with open(log) as f:
-            reported.append(json.loads([line for line in f if line.startswith("{")][-1])["alphas"]["multi_worker"])
+            reported.append(json.loads([line for line in f if line.startswith("{")][-1]))
+    return reported
+
+
+@pytest.mark.slow
+def test_darts_search_with_strategy_multi_worker_on_two_localhost_workers(tmp_path):
+    out, scratch = str(tmp_path / "run"), tmp_path / "scratch"  # scratch: the workers' temporary directories
+    scratch.mkdir()
+    reported = [r["alphas"]["multi_worker"] for r in run_search_workers("tests.test_distributed_search", out, scratch)]
     for name in reported[0]:  # both workers: the same alphas, bit for bit
         np.testing.assert_array_equal(reported[0][name], reported[1][name])
     assert os.path.isfile(os.path.join(out, "multi_worker", "genotype.json"))  # the chief's run directory

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Dict, Optional, Sequence
 
 import keras
@@ -17,12 +16,11 @@ from darts_tf import genotypes as gt
 from darts_tf.bilevel import FLAG_METADATA, BilevelConfig, check_replica_batch
 from darts_tf.collapse import GUARD_FLAG_METADATA, ROBUST, CollapseGuards, CollapseSchedule
 from darts_tf.data.augment import AUGMENT_FLAG_METADATA, IMAGE_SIZE_METADATA, default_augmentation
-from darts_tf.distribute import (SEARCH_STRATEGY_METADATA, check_strategy_name, fix_keras_multi_worker, make_strategy,
-                                 remove_worker_dir, worker_write_dir)
+from darts_tf.distribute import SEARCH_STRATEGY_METADATA, check_strategy_name, fix_keras_multi_worker, make_strategy
 from darts_tf.early_stop import check_monitor_flags, monitor_field
-from darts_tf.io_utils import check_output_dir, copy_tree
+from darts_tf.io_utils import check_output_dir
 from darts_tf.presets import Presets
-from darts_tf.search import run_bilevel_search
+from darts_tf.search import run_bilevel_search, run_on_workers
 from darts_tf.cnn.nb201_lookup import LOOKUP_FLAG_METADATA
 from darts_tf.cnn.search_space import build_cnn_search_network, check_partial_channels
 
@@ -259,21 +257,10 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
                  len(data.train_images), steps, config.arch_mode, strategy.num_replicas_in_sync)
     if model.guards.any_on:
         callbacks = [CollapseSchedule(config.epochs), *callbacks]  # the guards' per-epoch values
-    # multi_worker: the chief writes --output_dir, every other worker a temporary directory of its own (seeded with
-    # the chief's files on a resume, so that every worker resumes from the same epoch), removed at the end
-    write_dir = worker_write_dir(config.output_dir, strategy)
-    if write_dir != config.output_dir and config.resume and checkpoint.has_state(config.output_dir):
-        copy_tree(config.output_dir, write_dir)
-    try:
-        result = run_bilevel_search(model, lambda e: stream(e)[0], steps, config.epochs, write_dir,
-                                    {**config.to_dict(), **(extra_flags or {})}, config.resume, callbacks, verbose,
-                                    log_callbacks=lookups)
-    finally:
-        remove_worker_dir(write_dir, config.output_dir)
-    if write_dir != config.output_dir:  # what the chief wrote
-        result = {**result, "output_dir": config.output_dir,
-                  "genotype_path": os.path.join(config.output_dir, os.path.relpath(result["genotype_path"], write_dir))}
-    return result
+    # multi_worker: the chief writes --output_dir, every other worker a temporary directory of its own
+    return run_on_workers(strategy, config.output_dir, config.resume, lambda write_dir: run_bilevel_search(
+        model, lambda e: stream(e)[0], steps, config.epochs, write_dir, {**config.to_dict(), **(extra_flags or {})},
+        config.resume, callbacks, verbose, log_callbacks=lookups))
 
 
 # Named search settings (``--preset`` of darts-search): `darts` is the paper's (every guard off, the default);

@@ -26,13 +26,14 @@ from darts_tf import checkpoint
 from darts_tf.bilevel import FLAG_METADATA, BilevelConfig, check_replica_batch
 from darts_tf.data.text import (SMOKE, Corpus, batchify, bptt_windows, check_max_vocab, describe_stats, load_corpus,
                                 lm_search_dataset)
-from darts_tf.distribute import SEARCH_STRATEGY_METADATA, check_strategy_name, describe, make_strategy
+from darts_tf.distribute import (SEARCH_STRATEGY_METADATA, check_strategy_name, describe, distribute_row_streams,
+                                 fix_keras_multi_worker, make_strategy)
 from darts_tf.early_stop import check_monitor_flags, monitor_field
 from darts_tf.genotypes import RNN_PRIMITIVES, RNN_STEPS, parse_primitives
 from darts_tf.io_utils import check_output_dir
 from darts_tf.rnn.search_space import RNNSearchNetwork
 from darts_tf.run_files import RunFiles
-from darts_tf.search import run_bilevel_search
+from darts_tf.search import run_bilevel_search, run_on_workers
 
 
 @dataclasses.dataclass
@@ -83,7 +84,7 @@ class SearchConfig:
     es_start_epoch: int = monitor_field("es_start_epoch")
     seed: int = 3
     jit_compile: bool = False
-    # default, mirrored or auto (one machine): see check_rnn_strategy
+    # each replica carries the hidden state of its rows of the batch (darts_tf.distribute.distribute_row_streams)
     strategy: str = dataclasses.field(default="default", metadata=SEARCH_STRATEGY_METADATA)
     deterministic: bool = False
     resume: bool = False
@@ -92,7 +93,7 @@ class SearchConfig:
         if not self.output_dir:
             raise ValueError("output_dir is required: the directory for the genotype, alphas, logs and checkpoints.")
         self.bilevel_config()
-        check_rnn_strategy(self.strategy)
+        check_strategy_name(self.strategy)
         check_monitor_flags(self.to_dict())
         if self.dataset != SMOKE and not self.data_dir:
             raise ValueError(f"--data_dir is required for dataset {self.dataset!r}: a directory with train.txt, "
@@ -149,19 +150,11 @@ def search_windows_per_epoch(n_steps: int, bptt: int, seed: int, epochs: int, ma
     return min(counts), max(counts)
 
 
-def per_row_scalars(window: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """A window dict with its scalars (``seq_len``, ``start``: the same for every row) repeated per row, [B]: a
-    distribution strategy splits every entry of a batch along its first axis into the replicas' shares, and a scalar
-    has none. The readers take the first entry (``CarriedHiddenState.read``, ``RNNSearchNetwork.train_step``)."""
-    batch = tf.shape(window["inputs"])[0]
-    return {k: tf.fill([batch], v) if v.shape.rank == 0 else v for k, v in window.items()}
-
-
 def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, config: SearchConfig,
-                       initial_epoch: int = 0, replicas: int = 1) -> Tuple[tf.data.Dataset, int]:
+                       initial_epoch: int = 0) -> Tuple[tf.data.Dataset, int]:
     """``lm_search_dataset`` for epochs initial_epoch..epochs-1 with each epoch cut to the same number of real
-    windows (no empty padding windows); returns (dataset, steps_per_epoch). With several `replicas` every entry of a
-    window has the batch axis first (``per_row_scalars``)."""
+    windows (no empty padding windows); returns (dataset, steps_per_epoch). The windows depend on the streams' length
+    only, so the same rows of both streams make the same windows (``distribute.distribute_row_streams``)."""
     keep, padded = search_windows_per_epoch(train_batched.shape[1], config.bptt, config.seed, config.epochs,
                                             config.max_seq_len_delta)
     dataset, steps = lm_search_dataset(train_batched, valid_batched, config.bptt, seed=config.seed,
@@ -169,21 +162,7 @@ def rnn_search_dataset(train_batched: np.ndarray, valid_batched: np.ndarray, con
                                        max_seq_len_delta=config.max_seq_len_delta)
     assert steps == padded, (steps, padded)
     dataset = dataset.enumerate().filter(lambda i, _: i % padded < keep).map(lambda _, window: window)
-    if replicas > 1:
-        dataset = dataset.map(lambda window: {stream: per_row_scalars(w) for stream, w in window.items()})
     return dataset.prefetch(tf.data.AUTOTUNE), keep
-
-
-def check_rnn_strategy(strategy: str) -> None:
-    """The RNN search runs on the devices of one machine ('default', 'mirrored', 'auto'); 'multi_worker' is refused
-    (ValueError naming why and what to use)."""
-    check_strategy_name(strategy)
-    if strategy == "multi_worker":
-        raise ValueError(
-            "--strategy=multi_worker is not available for darts-rnn-search: every batch row is a stream whose hidden "
-            "state is carried from window to window, so each worker would need the same rows of every window, while "
-            "TensorFlow's multi-worker input sharding hands the workers whole windows. Search on the devices of one "
-            f"machine with --strategy=mirrored (or auto). Received: strategy={strategy!r}")
 
 
 def build_search_model(config: SearchConfig, vocab_size: int, replicas: int = 1) -> RNNSearchNetwork:
@@ -229,19 +208,28 @@ def run_search(config: SearchConfig, callbacks: Sequence[keras.callbacks.Callbac
     corpus = corpus if corpus is not None else load_search_corpus(config)
     train_batched, valid_batched = batched_streams(corpus, config)
     flags = {**config.to_dict(), **({"corpus": corpus.stats} if corpus.stats else {}), **(extra_flags or {})}
-    checkpoint.check_run_config(config.output_dir, flags, config.resume)  # before writing anything
-    checkpoint.start_run(config.seed, config.deterministic)
     _, steps = rnn_search_dataset(train_batched, valid_batched, config)
-    logging.info("Building the search network (%d units, every candidate operation on every edge) ...", config.units)
-    with strategy.scope():  # the variables mirrored on every replica (the carried hidden state: per replica)
-        model = build_search_model(config, corpus.vocab_size, replicas)
-    corpus.save_vocab(RunFiles(config.output_dir).vocab)
-    logging.info("RNN search: %s, vocabulary %d, %d train tokens, %d windows/epoch, mode %s, %s", config.dataset,
-                 corpus.vocab_size, len(corpus.train), steps, config.arch_mode, describe(strategy))
 
-    def dataset(initial_epoch):
-        return rnn_search_dataset(train_batched, valid_batched, config, initial_epoch, replicas)[0]
+    def dataset(initial_epoch):  # the whole batch (one replica; the health probe's batch)
+        return rnn_search_dataset(train_batched, valid_batched, config, initial_epoch)[0]
 
-    result = run_bilevel_search(model, dataset, steps, config.epochs, config.output_dir, flags, config.resume,
-                                callbacks, verbose)
+    def distributed(initial_epoch):  # each replica's rows of every window
+        return distribute_row_streams(strategy, lambda start, stop: rnn_search_dataset(
+            train_batched[start:stop], valid_batched[start:stop], config, initial_epoch)[0], config.batch_size)
+
+    def search_in(write_dir):  # multi_worker: the chief writes --output_dir, every other worker a directory of its own
+        checkpoint.check_run_config(write_dir, flags, config.resume)  # before writing anything
+        checkpoint.start_run(config.seed, config.deterministic)
+        logging.info("Building the search network (%d units, every candidate operation on every edge) ...",
+                     config.units)
+        with strategy.scope():  # the variables mirrored on every replica (the carried hidden state: per replica)
+            model = build_search_model(config, corpus.vocab_size, replicas)
+        fix_keras_multi_worker(model)  # no-op but under multi_worker
+        corpus.save_vocab(RunFiles(write_dir).vocab)
+        logging.info("RNN search: %s, vocabulary %d, %d train tokens, %d windows/epoch, mode %s, %s", config.dataset,
+                     corpus.vocab_size, len(corpus.train), steps, config.arch_mode, describe(strategy))
+        return run_bilevel_search(model, dataset, steps, config.epochs, write_dir, flags, config.resume, callbacks,
+                                  verbose, fit_dataset=distributed if replicas > 1 else None)
+
+    result = run_on_workers(strategy, config.output_dir, config.resume, search_in)
     return {**result, "corpus": corpus.stats}
