@@ -5,6 +5,7 @@
     darts-rnn-train --preset smoke --output_dir runs/smoke --export                         # offline, minutes
     darts-rnn-train --preset ptb --genotype runs/rnn_search/genotype.json ...              # a searched cell
     darts-rnn-train --preset ptb --data_dir my_corpus --max_vocab 10000 --output_dir runs/mine   # your own text
+    TF_CONFIG=... darts-rnn-train --preset ptb --data_dir gs://b/penn --strategy multi_worker --output_dir gs://b/ptb
 
 Every field of ``darts_tf.rnn.train.TrainConfig`` is a flag; an unset flag keeps the preset's value. Writes
 the run directory of ``darts_tf.rnn.train.train`` (model.keras, vocab.txt, metrics.json, checkpoints,
@@ -34,6 +35,9 @@ HELP = {
                  "becomes <unk> in train/valid/test; 0 = every train word.",
     "strict_vocab": "Refuse a valid/test word that is not in the vocabulary when the vocabulary has no <unk> (instead "
                     "of mapping it to <unk>); the share of tokens that became <unk> is logged and in metrics.json.",
+    "strategy": "Distribution: auto (MirroredStrategy when more than one GPU is visible), mirrored, multi_worker "
+                "(MultiWorkerMirroredStrategy from TF_CONFIG) or default (one device). --batch_size is the global "
+                "batch, a multiple of the replicas; each replica trains and carries the hidden state of its rows.",
 }
 
 

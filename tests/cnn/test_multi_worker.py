@@ -30,6 +30,9 @@ EPOCHS = 2
 TINY = dict(dataset="digits", layers=3, init_channels=4, epochs=EPOCHS, batch_size=32, cutout_length=0,
             drop_path_prob=0.0, auxiliary=False, strategy="multi_worker", verbose=2, seed=5)
 ARTIFACTS = {DATA_INFO, GENOTYPE, METRICS, MODEL, RUN_CONFIG, STATE, TENSORBOARD}
+# darts-train-imagenet (the transfer stage's trainer) on the same data: the network of the CIFAR layout, 1 epoch
+TRANSFER = dict(dataset="digits", network="cifar", layers=3, init_channels=4, epochs=1, batch_size=32, auxiliary=False,
+                strategy="multi_worker", verbose=2, seed=5)
 TIMEOUT_S = 600
 
 
@@ -138,6 +141,21 @@ def test_two_workers_finish_with_equal_weights_and_only_the_chief_writes(uninter
 
 
 @pytest.mark.slow
+def test_darts_train_imagenet_on_two_workers_ends_with_equal_weights_and_only_the_chief_writes(tmp_path):
+    out, tmp = str(tmp_path / "run"), str(tmp_path)
+    before = _worker_dirs()
+    workers = start_workers(tmp, out, "--transfer")
+    assert wait_all(workers) == [0, 0], "\n".join(_tail(log) for _, _, log in workers)
+    chief, other = _weights(workers[0][1]), _weights(workers[1][1])
+    assert len(chief) == len(other) > 0
+    for a, b in zip(chief, other):
+        np.testing.assert_array_equal(a, b)
+    assert set(os.listdir(out)) == ARTIFACTS
+    assert _worker_dirs() - before == set(), "the non-chief worker left its temporary run directory"
+    assert "2 replica(s), task worker 0 (chief)" in _tail(workers[0][2], 10**6)
+
+
+@pytest.mark.slow
 def test_a_killed_worker_and_a_restart_of_both_resume_from_the_chiefs_checkpoint(uninterrupted, tmp_path):
     reference = _weights(uninterrupted[1][0][1])
     out, tmp = str(tmp_path / "run"), str(tmp_path)
@@ -188,12 +206,15 @@ def _worker_main(argv):
 
     logging.set_verbosity(logging.INFO)  # the run's log lines (role, resume) on stderr, as the scripts print them
     args = worker_arguments(argv)
-
+    if args.transfer:  # darts-train-imagenet's run (the transfer stage) on the same tiny network and data
+        train.train_imagenet(train.ImageNetConfig(**TRANSFER, output_dir=args.out, resume=args.resume),
+                             callbacks=worker_callbacks(args))
+        return
     train.train(train.TrainConfig(**TINY, output_dir=args.out, resume=args.resume), callbacks=worker_callbacks(args))
 
 
 def worker_arguments(argv):
-    """The worker program's arguments: OUT WEIGHTS [--resume] [--die_at_epoch N]."""
+    """The worker program's arguments: OUT WEIGHTS [--resume] [--die_at_epoch N] [--transfer]."""
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -201,6 +222,7 @@ def worker_arguments(argv):
     parser.add_argument("weights")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--die_at_epoch", type=int, default=None)
+    parser.add_argument("--transfer", action="store_true")  # darts-train-imagenet instead of darts-train
     return parser.parse_args(argv)
 
 

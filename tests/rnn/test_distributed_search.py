@@ -45,6 +45,45 @@ def _check(found):
         assert found["logs"]["mirrored"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
+def test_the_unrolled_time_loop_is_the_while_loop_with_its_first_and_second_derivatives():
+    """What a search step runs under several replicas (run_recurrence(unroll=True), every padded step included) against
+    the one-device while loop that stops after the last real step: states, last state, accumulators, and the gradient
+    and a Hessian-vector product of a loss of them, in float64."""
+    import tensorflow as tf
+
+    from darts_tf.rnn.ops import run_recurrence
+
+    rng = np.random.default_rng(0)
+    steps, batch, units = 6, 3, 4
+    x = tf.constant(rng.normal(size=(steps, batch, 2 * units)))
+    w = tf.constant(rng.normal(size=(units, 2 * units)) * 0.5)
+    mask = tf.constant(np.repeat((np.arange(steps) < 4).astype(np.float64)[:, None, None], batch, axis=1))
+    h0, v = tf.constant(rng.normal(size=(batch, units))), tf.constant(rng.normal(size=(units, 2 * units)))
+
+    def run(unroll, w):
+        def step(x_t, h):
+            c, g = tf.split(x_t + h @ w, 2, axis=-1)
+            new = h + tf.sigmoid(c) * (tf.tanh(g) - h)
+            return new, (tf.reduce_mean(new, axis=0),)
+        states, last, aux = run_recurrence(step, x, mask, h0, (tf.zeros([units], tf.float64),), unroll=unroll)
+        return states, last, aux[0]
+
+    def derivatives(unroll):
+        with tf.GradientTape() as outer:
+            outer.watch(w)
+            with tf.GradientTape() as inner:
+                inner.watch(w)
+                states, last, aux = run(unroll, w)
+                loss = tf.reduce_sum(tf.sin(states)) + tf.reduce_sum(last ** 2) + tf.reduce_sum(aux ** 3)
+            g = inner.gradient(loss, w)
+            gv = tf.reduce_sum(g * v)
+        return [t.numpy() for t in (states, last, aux, g, outer.gradient(gv, w))]
+
+    for unrolled, looped in zip(derivatives(True), derivatives(False)):
+        np.testing.assert_allclose(unrolled, looped, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow  # the unrolled loop above by default; with the replicas: 30 s (two traced steps)
 def test_first_order_rnn_search_steps_equal_the_one_device_steps():
     # three windows with the search's optimisers (SGD for w, Adam for alpha)
     _check(_run_case("first_order", "3"))

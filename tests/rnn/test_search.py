@@ -71,7 +71,8 @@ def test_weight_step_runs_at_the_window_scaled_learning_rate(corpus_dir, tmp_pat
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(2.0)  # restored for the next window
 
 
-@pytest.mark.parametrize("arch_mode", ["first_order", "second_order_fd",
+@pytest.mark.parametrize("arch_mode", ["first_order",  # the second-order steps: tests/rnn/test_networks.py
+                                       pytest.param("second_order_fd", marks=pytest.mark.slow),
                                        pytest.param("second_order_exact", marks=pytest.mark.slow)])
 def test_search_changes_alpha_and_writes_genotypes_and_tensorboard(corpus_dir, tmp_path, arch_mode):
     config = tiny_config(tmp_path / "search", corpus_dir, arch_mode=arch_mode)
