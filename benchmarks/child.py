@@ -84,6 +84,7 @@ def _rnn_search_model(cfg: BenchConfig):
     import tensorflow as tf
 
     from darts_tf.data import text
+    from darts_tf.distribute import distribute_row_streams, rows_of
     from darts_tf.rnn.search_space import RNNSearchNetwork
 
     windows = cfg.warmup + cfg.iters + 4
@@ -107,18 +108,11 @@ def _rnn_search_model(cfg: BenchConfig):
     model.carried.reset(batch_size=cfg.batch_size // replicas)  # XLA cannot change the carried state's shape
     if cfg.data == "cached":  # the second window: starts past column 0, so the carried hidden state is used
         ds = tf.data.Dataset.from_tensors(next(iter(ds.skip(1)))).repeat()
-    if replicas > 1:  # the window scalars per row: the strategy's experimental_distribute_dataset (distributed_search.py)
-        # then gives replica r rows [r B/R, (r+1) B/R), as darts_tf.distribute.distribute_row_streams does in the search
-        ds = ds.map(lambda window: {stream: _per_row_scalars(w) for stream, w in window.items()})
+    if replicas > 1:  # each replica's rows of every window, as the search feeds them (already distributed)
+        windows = ds
+        ds = distribute_row_streams(tf.distribute.get_strategy(),
+                                    lambda start, stop: windows.map(lambda w: rows_of(w, start, stop)), cfg.batch_size)
     return model, ds
-
-
-def _per_row_scalars(window):
-    """A window dict with its scalars (seq_len, start) repeated per row, [B], which a strategy can split."""
-    import tensorflow as tf
-
-    batch = tf.shape(window["inputs"])[0]
-    return {k: tf.fill([batch], v) if v.shape.rank == 0 else v for k, v in window.items()}
 
 
 BUILDERS = {"cnn_search": _cnn_search_model, "cnn_eval": _cnn_eval_model, "rnn_search": _rnn_search_model}

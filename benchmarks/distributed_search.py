@@ -54,7 +54,9 @@ def measure(cfg: BenchConfig, devices: int) -> Dict[str, Any]:
     with strategy.scope():
         model, dataset = BUILDERS[cfg.model](cfg)
     model.make_train_function()
-    iterator = iter(strategy.experimental_distribute_dataset(dataset) if devices > 1 else dataset)
+    if devices > 1 and not isinstance(dataset, tf.distribute.DistributedDataset):  # the RNN's comes distributed by rows
+        dataset = strategy.experimental_distribute_dataset(dataset)
+    iterator = iter(dataset)
     build_s = time.perf_counter() - start
     trace_s, times, logs, usage = _time_steps(cfg, model.train_function, iterator)
     size = f"L{cfg.layers}_C{cfg.channels}" if cfg.model.startswith("cnn") else f"U{cfg.units}_V{cfg.vocab_size}"

@@ -185,6 +185,11 @@ def shard_by_data(dataset: tf.data.Dataset, strategy: Optional[tf.distribute.Str
     return dataset.with_options(options)
 
 
+def rows_of(window, start, stop):
+    """Rows [start, stop) of every entry of a (nested) window dict that has a batch axis; scalars as they are."""
+    return tf.nest.map_structure(lambda v: v if v.shape.rank == 0 else v[start:stop], window)
+
+
 def distribute_row_streams(strategy: tf.distribute.Strategy, windows_for_rows: Callable[[int, int], tf.data.Dataset],
                            global_batch: int):
     """A stream of windows over `global_batch` rows, where row i of each window continues row i of the window before
@@ -210,9 +215,7 @@ def distribute_row_streams(strategy: tf.distribute.Strategy, windows_for_rows: C
         windows = windows_for_rows(first * share, (first + local) * share)
 
         def shares(window):
-            def one(i):
-                return tf.nest.map_structure(lambda v: v if v.shape.rank == 0 else v[i * share:(i + 1) * share], window)
-            return tf.data.Dataset.range(local).map(one)
+            return tf.data.Dataset.range(local).map(lambda i: rows_of(window, i * share, (i + 1) * share))
 
         return windows.flat_map(shares)
 

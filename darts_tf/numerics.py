@@ -35,7 +35,7 @@ def replicas_in_step() -> int:
 def replica_rows(full, local_batch):
     """This replica's rows of `full`, a per-row tensor drawn for the global batch ([R * local_batch, ...]) alike on
     every replica: rows [r * local_batch, (r + 1) * local_batch) on replica r, the rows of the global batch that
-    replica r holds (``experimental_distribute_dataset`` splits a batch into R contiguous shares). `full` unchanged
+    replica r holds (``distribute.distribute_row_streams`` deals them so). `full` unchanged
     with one replica. How a random per-row draw (a dropout mask) is the one-device draw on the global batch."""
     if replicas_in_step() == 1:
         return full

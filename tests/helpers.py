@@ -34,11 +34,23 @@ def run_main_in_process(main, argv, capsys):
     return code, out.out, out.err
 
 
-def run_module(module, *args):
-    """`python -m module args` on the CPU; asserts that it exits 0."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], env=ENV, capture_output=True, text=True, timeout=300)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(module, *args, timeout=300):
+    """`python -m module args` on the CPU, from the repository root; asserts that it exits 0."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], env=ENV, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def module_report(module, *args, timeout=900):
+    """The JSON object a test module run as a script (a child process of its own: e.g. with logical devices configured
+    before TensorFlow starts) prints as its last line."""
+    import json
+
+    return json.loads(run_module(module, *args, timeout=timeout).stdout.strip().splitlines()[-1])
 
 
 def cosine(a, b) -> float:

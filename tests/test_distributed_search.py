@@ -20,8 +20,8 @@ import pytest
 
 from darts_tf.bilevel import check_replica_batch, optimizer_share
 from darts_tf.distribute import WORKER_DIR_PREFIX
+from tests.helpers import ENV, ROOT, module_report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPLICAS = 2
 GLOBAL_BATCH = 8
 SHAPE, CLASSES = (8, 8, 3), 4
@@ -30,11 +30,7 @@ PRIMITIVES = ["none", "max_pool_3x3", "skip_connect", "dil_conv_3x3"]
 
 def _run_case(*args, timeout=600):
     """This file as a script in a fresh process with `REPLICAS` logical CPU devices; its JSON report."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", "tests.test_distributed_search", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return module_report("tests.test_distributed_search", *args, timeout=timeout)
 
 
 def test_synchronised_moments_are_the_global_batchs_with_exact_second_derivatives():
@@ -98,7 +94,7 @@ def run_search_workers(module, out, scratch, n=2):
     localhost, temporary directories under `scratch`; each one's last JSON line, once all have finished."""
     from tests.cnn.test_multi_worker import tf_configs, wait_all
 
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch)}
+    env = {**ENV, "TMPDIR": str(scratch)}
     workers = []
     for i, config in enumerate(tf_configs(n)):
         log = os.path.join(os.path.dirname(str(scratch)), f"worker{i}.log")  # next to scratch

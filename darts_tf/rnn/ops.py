@@ -107,11 +107,7 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
     out_ta = tf.TensorArray(h0.dtype, size=steps, element_shape=h0.shape)
 
     def body(t, h, aux, out):
-        m = m_ta.read(t)
-        h_new, aux_inc = step_fn(x_ta.read(t), h)
-        h = m * h_new + (1.0 - m) * h
-        weight = tf.reduce_mean(m)
-        aux = tuple(a + weight * inc for a, inc in zip(aux, aux_inc))
+        h, aux = _masked_step(step_fn, x_ta.read(t), m_ta.read(t), h, aux)
         return t + 1, h, aux, out.write(t, h)
 
     # parallel_iterations=1: the steps depend on each other anyway, and overlapping iterations made the
@@ -133,19 +129,22 @@ def run_recurrence(step_fn, x_proj, step_mask, h0, aux0: Tuple = (), skip_paddin
     return states, h_last, aux
 
 
+def _masked_step(step_fn, x_t, m, h, aux):
+    """One step of ``run_recurrence``: (h_t, aux_t) from h_{t-1} and aux_{t-1} with the step mask m [B, 1]."""
+    h_new, aux_inc = step_fn(x_t, h)
+    weight = tf.reduce_mean(m)
+    return m * h_new + (1.0 - m) * h, tuple(a + weight * inc for a, inc in zip(aux, aux_inc))
+
+
 def _unrolled_recurrence(step_fn, x_proj, step_mask, h0, aux0):
-    """``run_recurrence``'s loop in Python over the T static steps (the same arithmetic per step)."""
+    """``run_recurrence``'s loop in Python over the T static steps (the same step)."""
     steps = x_proj.shape[0]
     if steps is None:
         raise ValueError("The recurrence runs unrolled under a distribution strategy and needs a static number of time "
                          "steps: give the windows a fixed length (darts_tf.data.text pads every window to max_len).")
     h, aux, states = h0, tuple(aux0), []
     for t in range(steps):
-        m = step_mask[t]
-        h_new, aux_inc = step_fn(x_proj[t], h)
-        h = m * h_new + (1.0 - m) * h
-        weight = tf.reduce_mean(m)
-        aux = tuple(a + weight * inc for a, inc in zip(aux, aux_inc))
+        h, aux = _masked_step(step_fn, x_proj[t], step_mask[t], h, aux)
         states.append(h)
     return tf.stack(states), h, aux
 

@@ -118,19 +118,49 @@ def test_darts_train_under_multi_worker_without_tf_config_is_refused_before_it_w
     assert not out.exists()
 
 
-@pytest.mark.slow
-def test_two_workers_finish_with_equal_weights_and_only_the_chief_writes(uninterrupted):
-    out, workers, before = uninterrupted
+def check_two_workers(out, workers, before, artifacts):
+    """Both workers ended with the same weights, bit for bit; only the chief's run directory `out` holds `artifacts`;
+    the other worker's temporary directory is gone (`before`: those there before); each log names its role. Returns
+    the chief's weights."""
     chief, other = _weights(workers[0][1]), _weights(workers[1][1])
     assert len(chief) == len(other) > 0
     for a, b in zip(chief, other):
         np.testing.assert_array_equal(a, b)
-    assert set(os.listdir(out)) == ARTIFACTS
-    with open(os.path.join(out, METRICS)) as f:
-        assert json.load(f)["epochs"] == EPOCHS
+    assert set(os.listdir(out)) == artifacts
     assert _worker_dirs() - before == set(), "the non-chief worker left its temporary run directory"
     logs = [_tail(log, 10**6) for _, _, log in workers]
     assert "2 replica(s), task worker 0 (chief)" in logs[0] and "2 replica(s), task worker 1 ..." in logs[1]
+    return chief
+
+
+def check_a_kill_resumes(tmp, out, reference, module="tests.cnn.test_multi_worker", epochs=EPOCHS):
+    """Worker 1 of a run of `module`'s workers kills itself when epoch 2 begins (after epoch 1's checkpoint), the chief
+    fails with it, and a restart of both with --resume continues from epoch 1 and ends with `reference`, the
+    uninterrupted run's weights, bit for bit (the same steps on the same batches)."""
+    killed = start_workers(tmp, out, die=(1, 1), module=module)
+    codes = wait_all(killed)
+    assert codes[1] == -signal.SIGKILL, _tail(killed[1][2])
+    assert codes[0] != 0, "the chief should fail when its peer is gone: " + _tail(killed[0][2])
+    with np.load(os.path.join(out, STATE)) as data:
+        assert json.loads(str(data["__meta__"]))["epochs_done"] == 1
+    assert not os.path.exists(os.path.join(out, MODEL))
+    restarted = start_workers(tmp, out, "--resume", attempt=1, module=module)
+    codes = wait_all(restarted)
+    assert codes == [0, 0], "\n".join(_tail(log) for _, _, log in restarted)
+    assert f"Resuming {out} from the end of epoch 1 of {epochs}" in _tail(restarted[0][2], 10**6)
+    chief, other = _weights(restarted[0][1]), _weights(restarted[1][1])
+    assert len(chief) == len(reference)
+    for a, b, want in zip(chief, other, reference):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, want)
+
+
+@pytest.mark.slow
+def test_two_workers_finish_with_equal_weights_and_only_the_chief_writes(uninterrupted):
+    out, workers, before = uninterrupted
+    chief = check_two_workers(out, workers, before, ARTIFACTS)
+    with open(os.path.join(out, METRICS)) as f:
+        assert json.load(f)["epochs"] == EPOCHS
     # the chief's model.keras holds the weights both workers ended with
     from darts_tf.cnn.evaluate import load_model
 
@@ -146,35 +176,12 @@ def test_darts_train_imagenet_on_two_workers_ends_with_equal_weights_and_only_th
     before = _worker_dirs()
     workers = start_workers(tmp, out, "--transfer")
     assert wait_all(workers) == [0, 0], "\n".join(_tail(log) for _, _, log in workers)
-    chief, other = _weights(workers[0][1]), _weights(workers[1][1])
-    assert len(chief) == len(other) > 0
-    for a, b in zip(chief, other):
-        np.testing.assert_array_equal(a, b)
-    assert set(os.listdir(out)) == ARTIFACTS
-    assert _worker_dirs() - before == set(), "the non-chief worker left its temporary run directory"
-    assert "2 replica(s), task worker 0 (chief)" in _tail(workers[0][2], 10**6)
+    check_two_workers(out, workers, before, ARTIFACTS)
 
 
 @pytest.mark.slow
 def test_a_killed_worker_and_a_restart_of_both_resume_from_the_chiefs_checkpoint(uninterrupted, tmp_path):
-    reference = _weights(uninterrupted[1][0][1])
-    out, tmp = str(tmp_path / "run"), str(tmp_path)
-    killed = start_workers(tmp, out, die=(1, 1))  # worker 1 dies when epoch 2 begins, after epoch 1's checkpoint
-    codes = wait_all(killed)
-    assert codes[1] == -signal.SIGKILL, _tail(killed[1][2])
-    assert codes[0] != 0, "the chief should fail when its peer is gone: " + _tail(killed[0][2])
-    with np.load(os.path.join(out, STATE)) as data:
-        assert json.loads(str(data["__meta__"]))["epochs_done"] == 1
-    assert not os.path.exists(os.path.join(out, MODEL))
-    restarted = start_workers(tmp, out, "--resume", attempt=1)
-    codes = wait_all(restarted)
-    assert codes == [0, 0], "\n".join(_tail(log) for _, _, log in restarted)
-    assert f"Resuming {out} from the end of epoch 1 of {EPOCHS}" in _tail(restarted[0][2], 10**6)
-    chief, other = _weights(restarted[0][1]), _weights(restarted[1][1])
-    assert len(chief) == len(reference)
-    for a, b, want in zip(chief, other, reference):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a, want)  # the same steps on the same batches: bit for bit
+    check_a_kill_resumes(str(tmp_path), str(tmp_path / "run"), _weights(uninterrupted[1][0][1]))
 
 
 

@@ -8,15 +8,14 @@ window). As ``tests/test_distributed_search.py``, each case runs in a fresh proc
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.helpers import module_report
 from tests.test_distributed_search import REPLICAS, _configure_devices, _replica_values, _state
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GLOBAL_BATCH, VOCAB = 8, 16
 SEARCH = dict(output_dir="unused", dataset="smoke", units=8, nodes=2, batch_size=GLOBAL_BATCH, bptt=4,
               max_seq_len_delta=2, dropout=0.3, dropouth=0.2, dropoutx=0.3, dropouti=0.2, dropoute=0.1, seed=5,
@@ -27,11 +26,8 @@ ALPHA_ATOL = 1e-4  # the end-to-end searches' alphas against the one-device sear
 
 
 def _run_case(*args, timeout=900):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", "tests.rnn.test_distributed_search", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """This file as a script in a fresh process with `REPLICAS` logical CPU devices; its JSON report."""
+    return module_report("tests.rnn.test_distributed_search", *args, timeout=timeout)
 
 
 def _check(found):

@@ -11,19 +11,16 @@ global batch and masks them as the one-device step does, so the training equals 
 
 import json
 import os
-import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from darts_tf.run_files import (BEST_WEIGHTS, GENOTYPE, METRICS, MODEL, RUN_CONFIG, STATE, TENSORBOARD, VOCAB)
-from tests.cnn.test_multi_worker import _tail, _weights, _worker_dirs, start_workers, wait_all, worker_arguments, \
-    worker_callbacks
-from tests.helpers import ENV
+from tests.cnn.test_multi_worker import (_tail, _weights, _worker_dirs, check_a_kill_resumes, check_two_workers,
+                                         start_workers, wait_all, worker_arguments, worker_callbacks)
+from tests.helpers import module_report, run_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPOCHS = 2
 TINY = dict(units=16, batch_size=8, eval_batch_size=4, test_batch_size=4, bptt=6, max_seq_len_delta=3, epochs=EPOCHS,
             seed=5)
@@ -57,11 +54,7 @@ def _model_weights(run_dir):
 
 
 def test_mirrored_training_equals_the_one_device_training(tmp_path):
-    env = {**ENV, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", MODULE, "mirrored", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = module_report(MODULE, "mirrored", str(tmp_path))
     assert found["replicas"] == 2
     results = found["results"]
     assert results["default"]["steps"] == results["mirrored"]["steps"] > 1
@@ -91,25 +84,16 @@ def uninterrupted(tmp_path_factory):
     workers = start_workers(tmp, out, module=MODULE)
     codes = wait_all(workers)
     assert codes == [0, 0], "\n".join(_tail(log) for _, _, log in workers)
-    done = subprocess.run([sys.executable, "-m", MODULE, "single", single], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_module(MODULE, "single", single, timeout=900)
     return out, workers, before, single
 
 
 @pytest.mark.slow
 def test_two_workers_train_the_one_device_weights_and_only_the_chief_writes(uninterrupted):
     out, workers, before, single = uninterrupted
-    chief, other = _weights(workers[0][1]), _weights(workers[1][1])
-    assert len(chief) == len(other) > 0
-    for a, b in zip(chief, other):
-        np.testing.assert_array_equal(a, b)
-    assert set(os.listdir(out)) == ARTIFACTS
+    chief = check_two_workers(out, workers, before, ARTIFACTS)
     with open(os.path.join(out, METRICS)) as f:
         assert json.load(f)["epochs_done"] == EPOCHS
-    assert _worker_dirs() - before == set(), "the non-chief worker left its temporary run directory"
-    logs = [_tail(log, 10**6) for _, _, log in workers]
-    assert "2 replica(s), task worker 0 (chief)" in logs[0] and "2 replica(s), task worker 1 ..." in logs[1]
     # the one-device run of the same configuration: the same weights to float round-off (its last epoch's best
     # weights are what model.keras holds; the workers' callback saved the weights they ended training with)
     reference = _weights(os.path.join(single, "final.npz"))
@@ -122,25 +106,9 @@ def test_two_workers_train_the_one_device_weights_and_only_the_chief_writes(unin
 
 @pytest.mark.slow
 def test_a_killed_rnn_worker_and_a_restart_of_both_resume_from_the_chiefs_checkpoint(uninterrupted, tmp_path):
-    reference = _weights(uninterrupted[1][0][1])
-    out, tmp = str(tmp_path / "run"), str(tmp_path)
+    out = str(tmp_path / "run")
     _corpus_of(out)
-    killed = start_workers(tmp, out, die=(1, 1), module=MODULE)  # worker 1 dies when epoch 2 begins
-    codes = wait_all(killed)
-    assert codes[1] == -signal.SIGKILL, _tail(killed[1][2])
-    assert codes[0] != 0, "the chief should fail when its peer is gone: " + _tail(killed[0][2])
-    with np.load(os.path.join(out, STATE)) as data:
-        assert json.loads(str(data["__meta__"]))["epochs_done"] == 1
-    assert not os.path.exists(os.path.join(out, MODEL))
-    restarted = start_workers(tmp, out, "--resume", attempt=1, module=MODULE)
-    codes = wait_all(restarted)
-    assert codes == [0, 0], "\n".join(_tail(log) for _, _, log in restarted)
-    assert f"Resuming {out} from the end of epoch 1 of {EPOCHS}" in _tail(restarted[0][2], 10**6)
-    chief, other = _weights(restarted[0][1]), _weights(restarted[1][1])
-    assert len(chief) == len(reference)
-    for a, b, want in zip(chief, other, reference):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a, want)  # the same steps on the same windows: bit for bit
+    check_a_kill_resumes(str(tmp_path), out, _weights(uninterrupted[1][0][1]), module=MODULE, epochs=EPOCHS)
 
 
 # ------------------------------------------------------------------------------------------ the child programs
