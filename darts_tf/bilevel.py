@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from darts_tf import collapse
 from darts_tf.collapse import CollapseGuards
-from darts_tf.numerics import at_least_float32, replica_mean, replicas_in_step
+from darts_tf.numerics import at_least_float32, replica_mean, replicas_in_step, untracked_statistics
 from darts_tf.optim import apply_weight_step
 
 ARCH_MODES = ("first_order", "second_order_exact", "second_order_fd")  # the keys of ARCH_GRADIENTS
@@ -239,10 +239,12 @@ class BilevelSearchModel(keras.Model):
         return values
 
     def loss_at(self, weight_values, arch_values, batch, stream: str) -> Tuple[tf.Tensor, Any]:
-        """L(w, alpha) on `batch` for the given values, through ``stateless_call`` (no variable changes)."""
+        """L(w, alpha) on `batch` for the given values, through ``stateless_call`` (no variable changes; the
+        BatchNorms' moving statistics, which it would discard, are not even computed: ``untracked_statistics``)."""
         non_trainable = [v.value for v in self.non_trainable_variables]
-        outputs, _ = self.stateless_call(self._values(weight_values, arch_values), non_trainable,
-                                         self.search_inputs(batch, stream), training=True)
+        with untracked_statistics():
+            outputs, _ = self.stateless_call(self._values(weight_values, arch_values), non_trainable,
+                                             self.search_inputs(batch, stream), training=True)
         return self.search_loss(batch, outputs, stream), outputs
 
     def search_pass(self, batch, stream: str) -> Tuple[tf.Tensor, Any]:

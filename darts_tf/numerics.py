@@ -13,6 +13,9 @@ strategy's scope) these functions do what the one-device code does.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
 from typing import List, Sequence
 
 import keras
@@ -24,6 +27,47 @@ def at_least_float32(x):
     """`x` in float32 when it is a half type (mixed precision: logits and losses in float32), else unchanged (a float64
     network stays float64 end to end, which the gradient checks rely on)."""
     return ops.cast(x, "float32") if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16") else x
+
+
+_STATISTICS = threading.local()
+
+
+@contextlib.contextmanager
+def untracked_statistics():
+    """Within it, BatchNorm layers in training mode leave their moving statistics alone: the passes of the bilevel
+    step that ``stateless_call`` evaluates at other weights (``BilevelSearchModel.loss_at``) discard every
+    non-trainable update anyway, so building them would only add graph ops (about 2/3 of a search cell's forward ops
+    were BatchNorm's moving-average bookkeeping). Nests; per thread (tracing runs in the caller's)."""
+    depth = getattr(_STATISTICS, "untracked", 0)
+    _STATISTICS.untracked = depth + 1
+    try:
+        yield
+    finally:
+        _STATISTICS.untracked = depth
+
+
+def tracks_statistics() -> bool:
+    """False inside ``untracked_statistics``: whether a training-mode BatchNorm updates its moving statistics."""
+    return not getattr(_STATISTICS, "untracked", 0)
+
+
+_GRAPH_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # graph -> {key: tensor}
+
+
+def graph_constant(value: float, shape: Sequence[int] = (), dtype=tf.float32) -> tf.Tensor:
+    """A constant made once per graph being traced and shared by every caller in it: the search supernet's hundreds
+    of BatchNorms without affine parameters (ones and zeros) and thousands of optimizer updates (the momentum), in
+    up to five network passes per step, would otherwise each add their own Const, every one an op to trace and
+    optimise. Eagerly, a new constant."""
+    if tf.executing_eagerly():
+        return tf.constant(value, dtype, shape)
+    graph = tf.compat.v1.get_default_graph()
+    cache = _GRAPH_CONSTANTS.setdefault(graph, {})
+    key = (float(value), tuple(int(d) for d in shape), tf.as_dtype(dtype).name)
+    if key not in cache:
+        with tf.control_dependencies(None), tf.name_scope("graph_constants/"):  # outside any control context
+            cache[key] = tf.constant(value, dtype, shape)
+    return cache[key]
 
 
 def replicas_in_step() -> int:

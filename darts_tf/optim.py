@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import keras
 import tensorflow as tf
 
-from darts_tf.numerics import replicas_in_step
+from darts_tf.numerics import graph_constant, replicas_in_step
 
 
 def apply_weight_step(optimizer, grads: Sequence[Optional[tf.Tensor]], variables: Sequence, grad_clip: Optional[float],
@@ -54,3 +55,23 @@ def apply_weight_step(optimizer, grads: Sequence[Optional[tf.Tensor]], variables
 
     tf.cond(when, apply, lambda: tf.constant(False))
     return norm
+
+
+@keras.saving.register_keras_serializable(package="darts_tf")
+class MomentumSGD(keras.optimizers.SGD):
+    """Keras' SGD with heavy-ball momentum (m <- momentum * m - lr * g; w <- w + m), each variable's update one
+    ``ResourceApplyKerasMomentum`` op, TensorFlow's kernel of exactly that update, instead of Keras' eight or so ops
+    (reads, casts, products, two assignments). The search supernet has thousands of weight variables, so the
+    optimizer's ops were 15% of its traced step (benchmarks/RESULTS.md, issue 23). Same variables, config and
+    checkpoints as ``keras.optimizers.SGD``; Nesterov, no momentum, and steps under a distribution strategy (whose
+    per-replica variables the raw op does not take) fall back to Keras' update."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self.momentum or self.nesterov or tf.distribute.has_strategy() or isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        weights = variable.value if isinstance(variable, keras.Variable) else variable
+        m = self.momentums[self._get_variable_index(variable)]
+        dtype = weights.dtype
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=weights.handle, accum=m.value.handle, lr=tf.cast(learning_rate, dtype), grad=tf.cast(gradient, dtype),
+            momentum=graph_constant(self.momentum, (), dtype), use_locking=False, use_nesterov=False)

@@ -35,3 +35,55 @@ def test_step_is_skipped_where_the_condition_is_false():
         apply_weight_step(optimizer, [tf.ones((2,)), tf.ones((1, 1)), tf.ones((1,))], variables, 0.25, 0.0, when=when)
         assert bool(variables[0].numpy()[0] != 1.0) is moved
         assert int(optimizer.iterations.numpy()) == int(moved)
+
+
+def _two_optimizers_three_steps(fused_kwargs, in_function=True):
+    """The same three gradients through Keras' SGD and darts_tf's MomentumSGD (one variable each, same start)."""
+    from darts_tf.optim import MomentumSGD
+
+    rs = np.random.RandomState(0)
+    start = rs.randn(3, 4).astype(np.float32)
+    keras_var, fused_var = keras.Variable(start), keras.Variable(start)
+    reference = keras.optimizers.SGD(0.1, **fused_kwargs)
+    fused = MomentumSGD(0.1, **fused_kwargs)
+    reference.build([keras_var])
+    fused.build([fused_var])
+
+    def step(g):
+        reference.apply([g], [keras_var])
+        fused.apply([g], [fused_var])
+
+    step = tf.function(step) if in_function else step
+    grads = [tf.constant(rs.randn(3, 4).astype(np.float32)) for _ in range(3)]
+    for g in grads:
+        step(g)
+    return reference, fused, keras_var, fused_var, step, grads[0]
+
+
+@pytest.mark.parametrize("kwargs", [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.0}])
+def test_momentum_sgd_is_keras_sgd_with_one_op_per_variable(kwargs):
+    """MomentumSGD (the search's weight optimizer) ends where Keras' SGD does, momentum buffers and step count
+    included; heavy-ball momentum is one ResourceApplyKerasMomentum op per variable and no assignment of Keras'."""
+    reference, fused, keras_var, fused_var, step, g = _two_optimizers_three_steps(kwargs)
+    np.testing.assert_allclose(fused_var.numpy(), keras_var.numpy(), rtol=1e-6, atol=1e-7)
+    if kwargs["momentum"]:
+        np.testing.assert_allclose(fused.momentums[0].numpy(), reference.momentums[0].numpy(), rtol=1e-6, atol=1e-7)
+    assert int(fused.iterations.numpy()) == 3
+    from darts_tf.optim import MomentumSGD
+
+    lone = MomentumSGD(0.1, **kwargs)
+    lone.build([fused_var])
+    types = [op.type for op in tf.function(lambda x: lone.apply([x], [fused_var])).get_concrete_function(g)
+             .graph.get_operations()]
+    fused_path = bool(kwargs["momentum"]) and not kwargs.get("nesterov")
+    assert types.count("ResourceApplyKerasMomentum") == int(fused_path)
+    if fused_path:  # Keras' reads, products and two assignments per variable are gone
+        assert not {"Mul", "Sub", "AssignAddVariableOp"} & set(types)
+    config = lone.get_config()
+    assert MomentumSGD.from_config(config).get_config() == config
+    assert keras.saving.get_registered_object("darts_tf>MomentumSGD") is MomentumSGD
+
+
+def test_momentum_sgd_steps_eagerly_too():
+    _, _, keras_var, fused_var, _, _ = _two_optimizers_three_steps({"momentum": 0.9}, in_function=False)
+    np.testing.assert_allclose(fused_var.numpy(), keras_var.numpy(), rtol=1e-6, atol=1e-7)

@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from darts_tf.numerics import at_least_float32, moments, replicas_in_step
+from darts_tf.numerics import at_least_float32, graph_constant, moments, replicas_in_step, tracks_statistics
 
 _BN_EPSILON = 1e-5  # PyTorch's default, which the reference uses
 _BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 == Keras momentum 0.9
@@ -24,10 +23,14 @@ _BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 == Keras momentum 0.9
 class FusedBatchNorm(layers.BatchNormalization):
     """Keras BatchNormalization whose training-mode call on NHWC images is one ``FusedBatchNormV3`` op.
 
-    Same variables, config, outputs and moving-statistics update as the parent (biased batch variance, Keras
-    momentum), but one op forward and one backward instead of ~40 and ~60 small ones: the search supernet holds
-    hundreds of BNs and every search step evaluates it up to five times, so the decomposed form dominated both
-    the graph size (tracing time, memory) and the per-op runtime overhead. Other cases fall back to the parent.
+    Same variables, config and outputs as the parent, but one op forward and one backward instead of ~40 and ~60
+    small ones, and the moving averages updated by the same op: the search supernet holds hundreds of BNs and every
+    search step evaluates it up to five times, so the decomposed form dominated both the graph size (tracing and
+    Grappler time, memory) and the per-op runtime overhead. The moving variance averages the unbiased batch variance,
+    as PyTorch's BatchNorm (the reference's) and the fused kernel do (Keras' own averages the biased one; the two
+    differ by the factor n / (n - 1), n = batch x height x width); momentum is Keras' (0.9 = PyTorch's 0.1).
+    Inside ``numerics.untracked_statistics`` the moving statistics are not updated. Other cases fall back to the
+    parent.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -38,32 +41,31 @@ class FusedBatchNorm(layers.BatchNormalization):
         if replicas_in_step() > 1:  # the global batch's statistics (synchronised BN), which the fused op cannot take
             return self._decomposed_training_call(inputs)
         channels = inputs.shape[-1]
-        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
-        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
-        empty = tf.constant([], tf.float32)
-        y, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon,
-            exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
-        # the op returns the Bessel-corrected variance; the parent's moving variance uses the biased one
-        if all(d is not None for d in inputs.shape[:-1]):
-            n = float(np.prod(inputs.shape[:-1]))
-            biased = (n - 1.0) / max(n, 1.0)
-        else:
-            n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
-            biased = (n - 1.0) / tf.maximum(n, 1.0)
-        rate = 1.0 - self.momentum
-        self.moving_mean.assign(self.moving_mean * self.momentum + tf.stop_gradient(mean) * rate)
-        self.moving_variance.assign(self.moving_variance * self.momentum
-                                    + tf.stop_gradient(unbiased_variance) * (biased * rate))
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else graph_constant(1.0, [channels])
+        offset = tf.cast(self.beta, tf.float32) if self.center else graph_constant(0.0, [channels])
+        if not tracks_statistics():
+            empty = graph_constant(0.0, [0])
+            y = tf.raw_ops.FusedBatchNormV3(x=inputs, scale=scale, offset=offset, mean=empty, variance=empty,
+                                            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+                                            is_training=True)[0]
+            return ops.cast(y, self.compute_dtype)
+        # with exponential_avg_factor < 1 the op returns (1 - f) * moving + f * batch statistic, f = 1 - momentum
+        y, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=scale, offset=offset, mean=tf.cast(self.moving_mean, tf.float32),
+            variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+            exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True)
+        self.moving_mean.assign(tf.cast(moving_mean, self.moving_mean.dtype))
+        self.moving_variance.assign(tf.cast(moving_variance, self.moving_variance.dtype))
         return ops.cast(y, self.compute_dtype)
 
     def _decomposed_training_call(self, inputs):
         """Training mode for the shapes and dtypes FusedBatchNormV3 does not take (float64, other axes) and under a
-        multi-replica step: the parent's arithmetic with ``moments`` (exact second derivatives, the global batch's
+        multi-replica step: the same arithmetic with ``moments`` (exact second derivatives, the global batch's
         statistics across replicas) instead of ``tf.nn.moments``."""
         axis = self.axis % len(inputs.shape)
         x = at_least_float32(inputs)
-        mean, variance = moments(x, [i for i in range(len(inputs.shape)) if i != axis])
+        reduced = [i for i in range(len(inputs.shape)) if i != axis]
+        mean, variance = moments(x, reduced)
         shape = [1] * len(inputs.shape)
         shape[axis] = inputs.shape[axis]
         y = (x - tf.reshape(mean, shape)) * tf.reshape(tf.math.rsqrt(variance + self.epsilon), shape)
@@ -71,9 +73,13 @@ class FusedBatchNorm(layers.BatchNormalization):
             y = y * tf.reshape(tf.cast(self.gamma, y.dtype), shape)
         if self.center:
             y = y + tf.reshape(tf.cast(self.beta, y.dtype), shape)
-        rate = 1.0 - self.momentum
-        for var, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
-            var.assign(var * self.momentum + tf.cast(tf.stop_gradient(value), var.dtype) * rate)
+        if tracks_statistics():
+            # the global batch's count: every replica holds an equal share (bilevel.check_replica_batch)
+            n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), reduced)) * replicas_in_step(), variance.dtype)
+            unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
+            rate = 1.0 - self.momentum
+            for var, value in ((self.moving_mean, mean), (self.moving_variance, unbiased)):
+                var.assign(var * self.momentum + tf.cast(tf.stop_gradient(value), var.dtype) * rate)
         return ops.cast(y, self.compute_dtype)
 
 

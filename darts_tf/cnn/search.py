@@ -206,10 +206,11 @@ def build_search_model(config: SearchConfig, input_shape, num_classes: int, step
 
 
 def compile_search_model(model, config, steps_per_epoch: int, beta_1: float = 0.5):
+    from darts_tf.optim import MomentumSGD
     from darts_tf.schedules import EpochCosineDecay
 
     lr = EpochCosineDecay(config.learning_rate, config.epochs, steps_per_epoch, config.learning_rate_min)
-    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=config.momentum),
+    model.compile(optimizer=MomentumSGD(lr, momentum=config.momentum),  # Keras' SGD, one op per variable
                   arch_optimizer=keras.optimizers.Adam(config.arch_learning_rate, beta_1=beta_1, beta_2=0.999),
                   jit_compile=config.jit_compile)
     return model

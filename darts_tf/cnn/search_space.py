@@ -238,6 +238,11 @@ class CNNSearchNetwork(BilevelSearchModel):
             self.beta_normal = self.add_weight(shape=(num_edges,), initializer=init, name="beta_normal")
             self.beta_reduce = self.add_weight(shape=(num_edges,), initializer=init, name="beta_reduce")
 
+    def build(self, input_shape):
+        # every layer builds on the first (eager) call; Keras' default would first trace the whole supernet
+        # symbolically to build it, which took most of the build time (benchmarks/RESULTS.md, issue 23)
+        self.built = True
+
     @property
     def arch_variables(self):
         betas = [self.beta_normal, self.beta_reduce] if self.edge_normalization else []

@@ -130,3 +130,50 @@ def test_fused_batch_norm_is_registered_for_saved_models():
     from darts_tf.cnn.ops import FusedBatchNorm
 
     assert keras.saving.get_registered_object("darts_tf>FusedBatchNorm") is FusedBatchNorm
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])  # the fused kernel, the decomposed form
+def test_batch_norm_moving_statistics_are_pytorchs_update_and_untracked_passes_leave_them(dtype):
+    """Training mode: moving <- 0.9 moving + 0.1 batch statistic, the variance the unbiased one (PyTorch's BatchNorm,
+    the reference's); inside untracked_statistics (the bilevel step's stateless passes) nothing moves, the output
+    is the same, and the traced pass assigns no variable."""
+    import tensorflow as tf
+    from darts_tf.cnn.ops import FusedBatchNorm
+    from darts_tf.numerics import untracked_statistics
+
+    rs = np.random.RandomState(0)
+    x = rs.randn(4, 3, 3, 5)
+    bn = FusedBatchNorm(momentum=0.9, epsilon=1e-5, center=False, scale=False, dtype=dtype)
+    bn.build(x.shape)
+    bn.moving_mean.assign(rs.randn(5))
+    bn.moving_variance.assign(rs.rand(5) + 0.5)
+    mean0, var0 = bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()
+    y = bn(tf.constant(x, dtype), training=True).numpy()
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.9 * mean0 + 0.1 * x.mean((0, 1, 2)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 * var0 + 0.1 * x.var((0, 1, 2), ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(y, (x - x.mean((0, 1, 2))) / np.sqrt(x.var((0, 1, 2)) + 1e-5), atol=1e-5)
+    moved = bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()
+    with untracked_statistics():
+        untracked = bn(tf.constant(x, dtype), training=True).numpy()
+        graph = tf.function(lambda v: bn(v, training=True)).get_concrete_function(tf.constant(x, dtype)).graph
+    np.testing.assert_array_equal(untracked, y)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), moved[0])
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), moved[1])
+    assert not [op for op in graph.get_operations() if op.type.startswith("Assign")]
+    bn(tf.constant(x, dtype), training=True)  # tracked again after the context
+    assert not np.array_equal(bn.moving_mean.numpy(), moved[0])
+
+
+def test_graph_constant_is_made_once_per_traced_graph():
+    import tensorflow as tf
+    from darts_tf.numerics import graph_constant
+
+    def f():
+        return [graph_constant(1.0, [3]), graph_constant(1.0, [3]), graph_constant(0.0, [3]),
+                graph_constant(1.0, [3], tf.float64)]
+
+    graph = tf.function(f).get_concrete_function().graph
+    assert [op.type for op in graph.get_operations()].count("Const") == 3
+    eager = f()
+    np.testing.assert_array_equal(eager[0], np.ones(3, np.float32))
+    assert eager[3].dtype == tf.float64
