@@ -7,7 +7,9 @@ step goes"). It looks for recomputation and host-swapping opportunities (recompu
 and nothing here marks any; swapping only to relieve a GPU's memory) and rewrites large gradient sums (AddN) into
 in-place accumulations, which can lower the peak memory. Grappler also runs its whole list of passes twice; the
 second round found almost nothing left to do on these graphs (14 of 65k nodes, 20% of Grappler's time at L8 C8).
-So by default darts_tf runs Grappler once, without the memory optimizer: the traced step is the same computation
+The ``dependency_optimizer`` (which prunes redundant control edges and identities) then took a third of what
+remained on the second-order graphs (25 of 73 s, FD at L8 C16). So by default darts_tf runs Grappler once, without
+the memory optimizer and without the dependency optimizer: the traced step is the same computation
 and its first call comes sooner; its effect on the peak memory (measured lower, not higher) and on the step time is in
 benchmarks/RESULTS.md ("Grappler: one round, no memory optimizer"). ``DARTS_TF_GRAPPLER_DEFAULTS=1`` in the environment brings TensorFlow's defaults back (e.g.
 for a GPU whose memory a run overflows).
@@ -38,7 +40,7 @@ def tensorflow_defaults_wanted() -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{DEFAULTS_ENV} must be 1/true/yes/on (TensorFlow's Grappler settings: the memory optimizer, two "
-                     f"rounds) or 0/false/no/off (darts_tf's: one round, no memory optimizer; the default). "
+                     f"rounds) or 0/false/no/off (darts_tf's: one round, no memory or dependency optimizer; the default). "
                      f"Received: {DEFAULTS_ENV}={os.environ[DEFAULTS_ENV]!r}")
 
 
@@ -50,8 +52,8 @@ def function_config() -> config_pb2.ConfigProto:
 
 
 def apply_graph_options(tensorflow_defaults: bool | None = None) -> config_pb2.ConfigProto:
-    """Sets the Grappler options of this thread's ``tf.function`` calls: one round of passes without the memory
-    optimizer, or with `tensorflow_defaults` (default: ``tensorflow_defaults_wanted()``) TensorFlow's own. Functions
+    """Sets the Grappler options of this thread's ``tf.function`` calls: one round of passes without the memory and
+    dependency optimizers, or with `tensorflow_defaults` (default: ``tensorflow_defaults_wanted()``) TensorFlow's own. Functions
     first called after this get them; returns the ConfigProto now in force."""
     if tensorflow_defaults is None:
         tensorflow_defaults = tensorflow_defaults_wanted()
@@ -60,5 +62,6 @@ def apply_graph_options(tensorflow_defaults: bool | None = None) -> config_pb2.C
     rewrite = config.graph_options.rewrite_options
     rewrite.memory_optimization = RewriterConfig.DEFAULT_MEM_OPT if tensorflow_defaults else RewriterConfig.NO_MEM_OPT
     rewrite.meta_optimizer_iterations = RewriterConfig.DEFAULT_NUM_ITERS if tensorflow_defaults else RewriterConfig.ONE
+    rewrite.dependency_optimization = RewriterConfig.DEFAULT if tensorflow_defaults else RewriterConfig.OFF
     tf_context.context().function_call_options.config_proto_serialized = config
     return config

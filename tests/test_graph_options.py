@@ -12,13 +12,13 @@ from darts_tf import checkpoint, graph_options
 
 RewriterConfig = rewriter_config_pb2.RewriterConfig
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OURS = (RewriterConfig.NO_MEM_OPT, RewriterConfig.ONE)
-TENSORFLOWS = (RewriterConfig.DEFAULT_MEM_OPT, RewriterConfig.DEFAULT_NUM_ITERS)
+OURS = (RewriterConfig.NO_MEM_OPT, RewriterConfig.ONE, RewriterConfig.OFF)
+TENSORFLOWS = (RewriterConfig.DEFAULT_MEM_OPT, RewriterConfig.DEFAULT_NUM_ITERS, RewriterConfig.DEFAULT)
 
 
 def settings(config=None):
     rewrite = (config or graph_options.function_config()).graph_options.rewrite_options
-    return rewrite.memory_optimization, rewrite.meta_optimizer_iterations
+    return rewrite.memory_optimization, rewrite.meta_optimizer_iterations, rewrite.dependency_optimization
 
 
 def test_apply_sets_the_function_call_config(monkeypatch):
@@ -65,7 +65,7 @@ print("FIT_DONE", file=sys.stderr)
 @pytest.mark.parametrize("tensorflow_defaults", [False, True])
 def test_grappler_log_of_a_keras_fit(tensorflow_defaults):
     """TensorFlow's own log of Grappler's passes for Keras' train function: by default one round (each pass once) and
-    no memory_optimizer; with DARTS_TF_GRAPPLER_DEFAULTS=1 two rounds and the memory optimizer."""
+    no memory_optimizer or dependency_optimizer; with DARTS_TF_GRAPPLER_DEFAULTS=1 two rounds and both."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "meta_optimizer=1",
            graph_options.DEFAULTS_ENV: "1" if tensorflow_defaults else "0", "PYTHONPATH": REPO}
     run = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300)
@@ -74,4 +74,5 @@ def test_grappler_log_of_a_keras_fit(tensorflow_defaults):
     start = log.index("Starting optimization for grappler item: __inference_multi_step_on_iterator")
     item = log[start:log.index("FIT_DONE")].split("Starting optimization for grappler item:")[1]
     assert ("memory_optimizer:" in item) == tensorflow_defaults
+    assert ("dependency_optimizer:" in item) == tensorflow_defaults
     assert item.count("remapper:") == (2 if tensorflow_defaults else 1)  # the passes of each round

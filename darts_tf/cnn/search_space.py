@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 from darts_tf import genotypes as gt
@@ -74,18 +75,16 @@ class MixedOp(layers.Layer):
 
     def mixed(self, x, weights, training=False, skip_dropout=None, aux_beta=None):
         """The weighted sum of the candidates (and the DARTS- auxiliary skip) on `x`."""
-        out = None
-        # one Unpack (gradient: one Pack) instead of a StridedSlice per candidate, whose gradients were
-        # full-size StridedSliceGrads: ~3% of a second-order search step's op time
-        weights = ops.unstack(weights, num=len(self.primitives)) if not isinstance(weights, (list, tuple)) else weights
+        outputs, used = [], []
         for i, (name, op) in enumerate(zip(self.primitives, self.candidates)):
             if name == "none":  # contributes exactly zero (and zero gradient to its alpha), so skip the work
                 continue
             y = op(x, training=training)
             if name == "skip_connect" and self.drops_skip and training and skip_dropout is not None:
                 y = self.drop_skip(y, skip_dropout)
-            y = weights[i] * y
-            out = y if out is None else out + y
+            outputs.append(y)
+            used.append(i)
+        out = weighted_sum(weights, used, outputs)
         if self.aux_op is not None and aux_beta is not None:
             out = out + ops.cast(aux_beta, out.dtype) * self.aux_op(x, training=training)
         return out
@@ -100,6 +99,29 @@ class MixedOp(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "C": self.C, "stride": self.stride, "primitives": list(self.primitives),
                 "skip_dropout": self.skip_dropout, "aux_skip": self.aux_skip, "partial_channels": self.partial_channels}
+
+
+def weighted_sum(weights, indices: Sequence[int], values):
+    """sum_k weights[indices[k]] * values[k] as one matrix product of the weights with the stacked values.
+
+    The same sum as a product and an addition per candidate, in a seventh of the ops with a fraction of their
+    gradient's: the gradient of a scalar times an image is half a dozen ops (broadcast shapes, a product, a reduction,
+    a reshape), and the supernet has seven such products on each of its 112 edges in each of up to five passes a
+    step (benchmarks/RESULTS.md, issue 23). `weights` is one edge's row (or its entries as a list).
+    """
+    if len(values) == 1:
+        return (weights[indices[0]] if isinstance(weights, (list, tuple)) else ops.take(weights, indices[0])) * values[0]
+    if isinstance(weights, (list, tuple)):
+        w = ops.stack([weights[i] for i in indices])
+    elif list(indices) == list(range(weights.shape[0])):
+        w = weights
+    else:  # one Unpack and one Pack (gradients: one each) rather than a gather, whose gradient is sparse
+        rows = ops.unstack(weights, num=weights.shape[0])
+        w = ops.stack([rows[i] for i in indices])
+    shape = values[0].shape
+    flat = tf.reshape(tf.stack(values, axis=0), [len(values), -1])
+    total = tf.matmul(tf.cast(w, flat.dtype)[None, :], flat)
+    return tf.reshape(total, shape if shape.is_fully_defined() else tf.shape(values[0]))
 
 
 def check_partial_channels(partial_channels, C: int, flags: bool = False) -> None:

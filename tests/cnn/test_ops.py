@@ -177,3 +177,24 @@ def test_graph_constant_is_made_once_per_traced_graph():
     eager = f()
     np.testing.assert_array_equal(eager[0], np.ones(3, np.float32))
     assert eager[3].dtype == tf.float64
+
+
+@pytest.mark.parametrize("indices", [[1, 2, 3, 4], [0, 1, 2, 3, 4], [3]])
+def test_weighted_sum_is_the_sum_of_products_with_its_gradient(indices):
+    """The mixed op's one-product weighted sum (issue 23's smaller graph) against sum_k w[i_k] * v_k, in float64,
+    values and the gradient in the weights and in the values, for an edge row, a row without 'none' and a list."""
+    import tensorflow as tf
+    from darts_tf.cnn.search_space import weighted_sum
+
+    rs = np.random.RandomState(0)
+    w = tf.constant(rs.rand(5))
+    values = [tf.constant(rs.randn(2, 3, 3, 4)) for _ in indices]
+    for weights in (w, tf.unstack(w)):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([w, values])
+            given = weighted_sum(weights if weights is w else tf.unstack(w), indices, values)
+            expected = sum(w[i] * v for i, v in zip(indices, values))
+            loss_given, loss_expected = (tf.reduce_sum(tf.sin(t)) for t in (given, expected))
+        np.testing.assert_allclose(given.numpy(), expected.numpy(), atol=1e-12)
+        for a, b in zip(tape.gradient(loss_given, [w] + values), tape.gradient(loss_expected, [w] + values)):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-12)

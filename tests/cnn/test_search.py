@@ -148,3 +148,34 @@ def test_exact_recompute_reaches_the_cnn_and_rnn_search_models(recompute):
     assert cnn.bilevel.exact_recompute is recompute and rnn.bilevel.exact_recompute is recompute
     # the reference's architects: the RNN's clips the virtual step to the weights' clip norm, the CNN's does not
     assert cnn.bilevel.unrolled_grad_clip is None and rnn.bilevel.unrolled_grad_clip == rnn.bilevel.grad_clip == 0.25
+
+
+@pytest.mark.parametrize("mode, tracked_passes", [("first_order", 2), ("second_order_fd", 1)])
+def test_search_step_updates_moving_statistics_only_in_its_stateful_passes(mode, tracked_passes):
+    """The traced search step (issue 23's smaller graph): BatchNorm's moving averages are assigned only by the passes
+    of the network as it is (first order: the alpha pass on the validation batch and the weight pass; the
+    second-order modes: the weight pass alone; their four stateless passes discard such updates, so they are not
+    built), and the weights step by one fused op each (MomentumSGD)."""
+    import tensorflow as tf
+
+    from darts_tf.cnn.ops import FusedBatchNorm
+    from darts_tf.cnn.search import build_search_model
+    from darts_tf.optim import MomentumSGD
+
+    model = build_search_model(SearchConfig(output_dir="unused", layers=3, init_channels=4, nodes=2, arch_mode=mode),
+                               (8, 8, 3), 10, 1)
+    assert isinstance(model.optimizer, MomentumSGD)
+    bns = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+           if isinstance(layer, FusedBatchNorm)]
+    moving = {id(v.value.handle) for bn in bns for v in (bn.moving_mean, bn.moving_variance)}
+    rs = np.random.RandomState(0)
+    batch = (tf.constant(rs.randn(2, 8, 8, 3), tf.float32), tf.constant([1, 2], tf.int64))
+    graph = tf.function(model.train_step).get_concrete_function({"train": batch, "validation": batch}).graph
+    by_capture = {id(external): internal for external, internal in zip(graph.external_captures, graph.internal_captures)}
+    moving_handles = {id(by_capture[h]) for h in moving if h in by_capture}
+    assert len(moving_handles) == 2 * len(bns)
+    assigned = [op for op in graph.get_operations() if op.type == "AssignVariableOp"
+                and id(op.inputs[0]) in moving_handles]
+    assert len(assigned) == 2 * len(bns) * tracked_passes
+    fused = [op for op in graph.get_operations() if op.type == "ResourceApplyKerasMomentum"]
+    assert len(fused) == len(model.weight_variables)
