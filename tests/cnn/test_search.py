@@ -162,7 +162,7 @@ def test_search_step_updates_moving_statistics_only_in_its_stateful_passes(mode,
     from darts_tf.cnn.search import build_search_model
     from darts_tf.optim import MomentumSGD
 
-    model = build_search_model(SearchConfig(output_dir="unused", layers=3, init_channels=4, nodes=2, arch_mode=mode),
+    model = build_search_model(SearchConfig(output_dir="unused", layers=3, init_channels=2, nodes=1, arch_mode=mode),
                                (8, 8, 3), 10, 1)
     assert isinstance(model.optimizer, MomentumSGD)
     bns = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
