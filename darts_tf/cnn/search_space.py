@@ -104,10 +104,11 @@ class MixedOp(layers.Layer):
 def weighted_sum(weights, indices: Sequence[int], values):
     """sum_k weights[indices[k]] * values[k] as one matrix product of the weights with the stacked values.
 
-    The same sum as a product and an addition per candidate, in a seventh of the ops with a fraction of their
-    gradient's: the gradient of a scalar times an image is half a dozen ops (broadcast shapes, a product, a reduction,
-    a reshape), and the supernet has seven such products on each of its 112 edges in each of up to five passes a
-    step (benchmarks/RESULTS.md, issue 23). `weights` is one edge's row (or its entries as a list).
+    The same sum as a product and an addition per candidate, but its gradient is a few ops instead of half a dozen per
+    candidate (the gradient of a scalar times an image: broadcast shapes, a product, a reduction, a reshape), and the
+    supernet has seven candidates on each of its 112 edges in each of up to five passes a step (the first-order
+    step's gradient ops fell by 29%: benchmarks/RESULTS.md, issue 23). `weights` is one edge's row (or its entries as
+    a list).
     """
     if len(values) == 1:
         return (weights[indices[0]] if isinstance(weights, (list, tuple)) else ops.take(weights, indices[0])) * values[0]

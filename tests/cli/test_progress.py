@@ -54,7 +54,7 @@ def test_rnn_training_is_not_silent_by_default_and_prints_one_line_per_epoch(tmp
 
     rnn_train.define_flags()
     code, out, err = run_main_in_process(rnn_train.main, [
-        "--verbosity=0", "--preset=smoke", "--units=16", "--epochs=2", "--batch_size=8", "--eval_batch_size=5", "--test_batch_size=3",
+        "--verbosity=0", "--preset=smoke", "--units=16", "--epochs=2", "--batch_size=32", "--eval_batch_size=5", "--test_batch_size=3",
         f"--output_dir={tmp_path / 'run'}"], capsys)
     assert code == 0, err
     assert_in_order(absl_messages(caplog), ["Loading the corpus smoke ...", "Building the network (",
