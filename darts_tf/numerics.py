@@ -34,7 +34,8 @@ _STATISTICS = threading.local()
 
 @contextlib.contextmanager
 def untracked_statistics():
-    """Within it, BatchNorm layers in training mode leave their moving statistics alone: the passes of the bilevel
+    """Within it, the CNN's BatchNorm layers (``cnn.ops.FusedBatchNorm``) in training mode leave their moving
+    statistics alone (the RNN search cell's BatchNorm still updates its own): the passes of the bilevel
     step that ``stateless_call`` evaluates at other weights (``BilevelSearchModel.loss_at``) discard every
     non-trainable update anyway, so building them would only add graph ops (about 2/3 of a search cell's forward ops
     were BatchNorm's moving-average bookkeeping). Nests; per thread (tracing runs in the caller's)."""

@@ -43,19 +43,17 @@ class FusedBatchNorm(layers.BatchNormalization):
         channels = inputs.shape[-1]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else graph_constant(1.0, [channels])
         offset = tf.cast(self.beta, tf.float32) if self.center else graph_constant(0.0, [channels])
-        if not tracks_statistics():
-            empty = graph_constant(0.0, [0])
-            y = tf.raw_ops.FusedBatchNormV3(x=inputs, scale=scale, offset=offset, mean=empty, variance=empty,
-                                            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
-                                            is_training=True)[0]
-            return ops.cast(y, self.compute_dtype)
-        # with exponential_avg_factor < 1 the op returns (1 - f) * moving + f * batch statistic, f = 1 - momentum
+        # with exponential_avg_factor f < 1 the op also returns (1 - f) * moving + f * batch statistic
+        tracked = tracks_statistics()
+        factor = 1.0 - self.momentum if tracked else 1.0
+        mean, variance = ((tf.cast(self.moving_mean, tf.float32), tf.cast(self.moving_variance, tf.float32)) if tracked
+                          else (graph_constant(0.0, [0]),) * 2)
         y, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=scale, offset=offset, mean=tf.cast(self.moving_mean, tf.float32),
-            variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
-            exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True)
-        self.moving_mean.assign(tf.cast(moving_mean, self.moving_mean.dtype))
-        self.moving_variance.assign(tf.cast(moving_variance, self.moving_variance.dtype))
+            x=inputs, scale=scale, offset=offset, mean=mean, variance=variance, epsilon=self.epsilon,
+            exponential_avg_factor=factor, data_format="NHWC", is_training=True)
+        if tracked:
+            self.moving_mean.assign(tf.cast(moving_mean, self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(moving_variance, self.moving_variance.dtype))
         return ops.cast(y, self.compute_dtype)
 
     def _decomposed_training_call(self, inputs):

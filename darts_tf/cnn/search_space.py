@@ -110,18 +110,13 @@ def weighted_sum(weights, indices: Sequence[int], values):
     step's gradient ops fell by 29%: benchmarks/RESULTS.md, issue 23). `weights` is one edge's row (or its entries as
     a list).
     """
-    if len(values) == 1:
-        return (weights[indices[0]] if isinstance(weights, (list, tuple)) else ops.take(weights, indices[0])) * values[0]
-    if isinstance(weights, (list, tuple)):
-        w = ops.stack([weights[i] for i in indices])
-    elif list(indices) == list(range(weights.shape[0])):
-        w = weights
-    else:  # one Unpack and one Pack (gradients: one each) rather than a gather, whose gradient is sparse
-        rows = ops.unstack(weights, num=weights.shape[0])
-        w = ops.stack([rows[i] for i in indices])
+    if isinstance(weights, (list, tuple)) or list(indices) != list(range(weights.shape[0])):
+        # one Unpack and one Pack (gradients: one each) rather than a gather, whose gradient is sparse
+        rows = weights if isinstance(weights, (list, tuple)) else ops.unstack(weights, num=weights.shape[0])
+        weights = ops.stack([rows[i] for i in indices])
     shape = values[0].shape
     flat = tf.reshape(tf.stack(values, axis=0), [len(values), -1])
-    total = tf.matmul(tf.cast(w, flat.dtype)[None, :], flat)
+    total = tf.matmul(tf.cast(weights, flat.dtype)[None, :], flat)
     return tf.reshape(total, shape if shape.is_fully_defined() else tf.shape(values[0]))
 
 
