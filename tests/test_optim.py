@@ -87,3 +87,42 @@ def test_momentum_sgd_is_keras_sgd_with_one_op_per_variable(kwargs):
 def test_momentum_sgd_steps_eagerly_too():
     _, _, keras_var, fused_var, _, _ = _two_optimizers_three_steps({"momentum": 0.9}, in_function=False)
     np.testing.assert_allclose(fused_var.numpy(), keras_var.numpy(), rtol=1e-6, atol=1e-7)
+
+
+_MOMENTUM_UNDER_REPLICAS = r"""
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from darts_tf.optim import apply_weight_step
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    variable = keras.Variable([1.0, 2.0])
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer.build([variable])
+try:
+    strategy.run(tf.function(lambda: apply_weight_step(optimizer, [tf.ones(2)], [variable], None, 0.0,
+                                                       when=tf.constant(True))))
+except ValueError as error:
+    print("REFUSED", error)
+    sys.exit(0)
+sys.exit("not refused")
+"""
+
+
+def test_a_conditional_step_with_momentum_under_two_replicas_is_refused():
+    """apply_weight_step(when=...) steps with zero gradients under several replicas (a tf.cond cannot hold the
+    all-reduce), which momentum would not leave neutral: refused with the reason (two logical CPUs, a child process:
+    logical devices must be set before TensorFlow starts)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", _MOMENTUM_UNDER_REPLICAS], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert run.stdout.startswith("REFUSED")  # tf.function puts the traceback of the user code before the message
+    assert ("A step applied only `when` it is true cannot use momentum under a distribution strategy (it is applied "
+            "with zero gradients instead, which momentum would not leave neutral).") in run.stdout
